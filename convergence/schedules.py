@@ -1,0 +1,142 @@
+"""Step sizes t_k and radii rho_k: each schedule is a sympy expression in k (k = 0, 1, ...).
+
+The expression is what the theory layer reasons about (sums, limits); a compiled copy gives the
+numbers. User-written expressions are parsed by a small grammar here, never by ``eval``.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import sympy as sp
+
+from convergence.errors import InputError
+
+k = sp.Symbol("k", integer=True, nonnegative=True)
+e = sp.Symbol("e", integer=True, nonnegative=True)   # epoch counter of the CIFAR schedules
+
+
+class Schedule:
+    """A named sympy expression in k with a fast numeric evaluation."""
+
+    def __init__(self, expr, label: str | None = None):
+        self.expr = sp.sympify(expr)
+        self.label = label or str(self.expr)
+        self._f = sp.lambdify(k, self.expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+
+    def __call__(self, step: int) -> float:
+        return float(self._f(step))
+
+    def __repr__(self):
+        return f"Schedule({self.label})"
+
+
+def constant(value: float) -> Schedule:
+    return Schedule(sp.Float(value), f"{value:g}")
+
+
+def diminishing(value: float, power: float) -> Schedule:
+    """value / (k+1)^power."""
+    return Schedule(sp.Float(value) / (k + 1) ** sp.nsimplify(power), f"{value:g}/(k+1)^{power:g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A safe parser for schedule expressions typed by users, e.g. "0.1/(k+1)**0.6" or "0.1/(k*log(k+2))".
+_FUNCS = {"log": sp.log, "ln": sp.log, "sqrt": sp.sqrt, "exp": sp.exp, "floor": sp.floor,
+          "ceil": sp.ceiling, "min": sp.Min, "max": sp.Max}
+_CONSTS = {"k": k, "pi": sp.pi, "E": sp.E}
+_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(\*\*|[-+*/^(),]))")
+
+
+def _tokens(text: str):
+    pos, out = 0, []
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise InputError(f"cannot parse schedule '{text}' at '{text[pos:]}': use numbers, k, "
+                             f"+ - * / ** ( ) and {', '.join(_FUNCS)}")
+        num, name, op = m.groups()
+        out.append(("num", num) if num else ("name", name) if name else ("op", op))
+        pos = m.end()
+    return out
+
+
+def parse_expression(text: str) -> sp.Expr:
+    """Parse an arithmetic expression in k with a recursive-descent grammar (no eval)."""
+    toks = _tokens(text)
+    pos = 0
+
+    def fail(msg):
+        raise InputError(f"cannot parse schedule '{text}': {msg}")
+
+    def peek():
+        return toks[pos] if pos < len(toks) else (None, None)
+
+    def take(value=None):
+        nonlocal pos
+        tok = peek()
+        if tok[0] is None or (value is not None and tok[1] != value):
+            fail(f"expected '{value}'" if value else "unexpected end")
+        pos += 1
+        return tok
+
+    def expr():
+        node = term()
+        while peek()[1] in ("+", "-"):
+            node = node + term() if take()[1] == "+" else node - term()
+        return node
+
+    def term():
+        node = unary()
+        while peek()[1] in ("*", "/"):
+            node = node * unary() if take()[1] == "*" else node / unary()
+        return node
+
+    def unary():
+        if peek()[1] in ("+", "-"):
+            return unary() if take()[1] == "+" else -unary()
+        return power()
+
+    def power():
+        base = atom()
+        if peek()[1] in ("**", "^"):
+            take()
+            return base ** unary()
+        return base
+
+    def atom():
+        kind, val = take()
+        if kind == "num":
+            return sp.nsimplify(val) if "." not in val and "e" not in val.lower() else sp.Float(val)
+        if kind == "name":
+            if val in _FUNCS:
+                take("(")
+                args = [expr()]
+                while peek()[1] == ",":
+                    take()
+                    args.append(expr())
+                take(")")
+                return _FUNCS[val](*args)
+            if val in _CONSTS:
+                return _CONSTS[val]
+            fail(f"unknown name '{val}' (the variable is k; functions: {', '.join(_FUNCS)})")
+        if val == "(":
+            node = expr()
+            take(")")
+            return node
+        fail(f"unexpected '{val}'")
+
+    node = expr()
+    if pos != len(toks):
+        fail(f"unexpected '{toks[pos][1]}'")
+    return node
+
+
+def make_schedule(spec: str, value: float, power: float) -> Schedule:
+    """``constant`` (t_k = value), ``diminishing`` (value/(k+1)^power) or an expression in k."""
+    if spec == "constant":
+        return constant(value)
+    if spec == "diminishing":
+        return diminishing(value, power)
+    return Schedule(parse_expression(spec), spec)

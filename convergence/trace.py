@@ -1,0 +1,169 @@
+"""What a run records, and the tidy CSV / JSON files it is written to (atomically).
+
+CSV schema (one row per recorded iterate and run, DESIGN.md):
+``run, method, problem, iter, f, f_gap, grad_norm, dist_to_opt, step, rho, err, err_bound, status``
+Empty cells mean "unknown here" (f_gap without f*, err at the last iterate); the status column
+repeats the run's final verdict on each of its rows so that a filter on it selects whole runs.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ["run", "method", "problem", "iter", "f", "f_gap", "grad_norm", "dist_to_opt",
+           "step", "rho", "err", "err_bound", "status"]
+NUMERIC = ["f", "f_gap", "grad_norm", "dist_to_opt", "step", "rho", "err", "err_bound"]
+
+
+def geometric_grid(iters: int, per_decade: int = 40, dense: int = 10) -> np.ndarray:
+    """Steps to record: 0..dense-1, then about ``per_decade`` per decade, below ``iters``.
+
+    The last iterate x_iters is always recorded as well (Trace.final).
+    """
+    n = max(2, int(per_decade * np.log10(max(iters, 10))) + 1)
+    pts = np.unique(np.concatenate([np.arange(min(dense, iters + 1)),
+                                    np.floor(np.logspace(0, np.log10(max(iters, 1)), n)),
+                                    ]).astype(np.int64))
+    return pts[pts < iters]
+
+
+@dataclass
+class Trace:
+    """Recorded columns of a batch of runs.
+
+    ``data[name]`` has shape (len(grid), runs) for the recorded steps k < iters (NaN: not recorded,
+    e.g. after divergence); ``final[name]`` has shape (runs,) for each run's last iterate, at
+    ``final_iter`` (= iters, or the step at which the run diverged).
+    """
+
+    method: str
+    problem: str
+    grid: np.ndarray
+    runs: int
+    data: dict = field(default_factory=dict)
+    final: dict = field(default_factory=dict)
+    final_iter: np.ndarray | None = None
+    diverged: np.ndarray | None = None           # (runs,) bool
+    status: list = field(default_factory=list)   # per-run verdict status
+    reason: list = field(default_factory=list)   # per-run verdict reason
+    details: list = field(default_factory=list)  # per-run verdict numbers (dicts)
+
+    def __post_init__(self):
+        for name in NUMERIC:
+            self.data.setdefault(name, np.full((len(self.grid), self.runs), np.nan))
+            self.final.setdefault(name, np.full(self.runs, np.nan))
+        if self.final_iter is None:
+            self.final_iter = np.full(self.runs, -1, dtype=np.int64)
+        if self.diverged is None:
+            self.diverged = np.zeros(self.runs, dtype=bool)
+
+    def column(self, name: str, run: int) -> tuple[np.ndarray, np.ndarray]:
+        """(iterations, values) of one run: its recorded steps, then its last iterate."""
+        seen = ~np.isnan(self.data["grad_norm"][:, run])
+        its = np.append(self.grid[seen], self.final_iter[run])
+        return its, np.append(self.data[name][seen, run], self.final[name][run])
+
+    def rows(self):
+        seen = ~np.isnan(self.data["grad_norm"])
+        for r in range(self.runs):
+            status = self.status[r] if self.status else ""
+            head = [r, self.method, self.problem]
+            for g in np.flatnonzero(seen[:, r]):
+                yield head + [int(self.grid[g])] + [self.data[n][g, r] for n in NUMERIC] + [status]
+            yield head + [int(self.final_iter[r])] + [self.final[n][r] for n in NUMERIC] + [status]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else repr(float(v))
+    return str(v)
+
+
+def write_csv(path, traces) -> None:
+    """Write one or several traces as one tidy CSV (atomically)."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(COLUMNS)
+    for trace in traces:
+        for row in trace.rows():
+            out.writerow([_fmt(v) for v in row])
+    atomic_write(path, buf.getvalue())
+
+
+def read_csv(path) -> dict[str, np.ndarray]:
+    """Read a trace CSV into columns (numeric ones as float arrays, empty cells as NaN)."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header != COLUMNS:
+            raise ValueError(f"{path} is not a samconv trace (header {header}); rerun the experiment")
+        rows = list(reader)
+    cols = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
+    out = {name: np.array([float(v) if v else np.nan for v in cols[name]]) for name in NUMERIC}
+    out["run"] = np.array([int(v) for v in cols["run"]], dtype=np.int64)
+    out["iter"] = np.array([int(v) for v in cols["iter"]], dtype=np.int64)
+    for name in ("method", "problem", "status"):
+        out[name] = np.array(cols[name], dtype=object)
+    return out
+
+
+def atomic_write(path, text: str | bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+
+
+def provenance() -> dict:
+    """Package versions and the git commit of the code that produced a result."""
+    import matplotlib
+    import scipy
+    import sympy
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or "unknown"
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=root, capture_output=True, text=True, timeout=5).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", False
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "sympy": sympy.__version__, "matplotlib": matplotlib.__version__,
+            "samconv": _samconv_version(), "git_commit": commit, "git_dirty": dirty}
+
+
+def _samconv_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("samconv")
+    except PackageNotFoundError:
+        return "not installed"

@@ -1,0 +1,28 @@
+"""The few vector operations the method rules use, for numpy batches and for torch parameter lists.
+
+A numpy batch has shape (runs, dim) and every norm is per run, kept as (runs, 1) so that it
+broadcasts. Any other vector type (the deep-net ``ParamVec``) supplies ``norm()`` itself and
+supports +, -, * and / by numbers and by its own norms.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def norm(v):
+    """Euclidean norm of each run's vector, shaped to broadcast against ``v``."""
+    if isinstance(v, np.ndarray):
+        return np.sqrt(np.einsum("rd,rd->r", v, v))[:, None]
+    return v.norm()
+
+
+def normalize(v, by=None):
+    """v / ||by|| (by defaults to v), with an explicit 0 where ||by|| = 0.
+
+    At a stationary point the normalized ascent direction is undefined; taking d = 0 there makes
+    every normalized SAM variant stay at the stationary point, as the paper's x_{k+1} = x_k does.
+    """
+    n = norm(v if by is None else by)
+    if isinstance(v, np.ndarray):
+        return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+    return v.safe_div(n)

@@ -1,0 +1,1 @@
+"""Paper-style convergence figures read from the tidy trace CSV."""

@@ -1,0 +1,81 @@
+"""The Problem contract: a smooth function with known truth, vectorized over a batch of runs.
+
+Every array argument ``X`` has shape ``(runs, dim)``; ``f`` returns ``(runs,)`` and ``grad``
+returns ``(runs, dim)``. The metadata (f*, x*, L, PL/KL constants) is what the theory needs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from convergence.errors import InputError
+
+
+class Problem:
+    """Base class of all test problems; subclasses set the metadata and the three formulas."""
+
+    name: str = ""
+    citation: str = ""
+    min_dim: int = 1
+    max_dim: int | None = None
+    f_star: float | None = None          # optimal value, None when unknown / unbounded
+    x_star: np.ndarray | None = None     # a minimizer (dim,), None when unknown
+    L: float = np.inf                    # gradient Lipschitz constant (see smoothness_note)
+    smoothness_note: str = "global"      # "global" or where L holds, e.g. "on the box [-2, 2]^d"
+    mu: float | None = None              # PL constant: ||grad f||^2 >= 2 mu (f - f*)
+    kl_exponent: float | None = None     # Lojasiewicz exponent theta where known
+    convex: bool = False
+    lower_bounded: bool = True
+    box: tuple[float, float] = (-1.0, 1.0)   # default box for random starting points
+
+    def __init__(self, dim: int):
+        check_dim(type(self), dim)
+        self.dim = dim
+
+    # --- formulas -------------------------------------------------------------------------
+    def f(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def grad(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def sympy_f(self, xs: list[sp.Symbol]) -> sp.Expr:
+        """The same function as a sympy expression, the independent check of ``f`` and ``grad``."""
+        raise NotImplementedError
+
+    # --- derived quantities ---------------------------------------------------------------
+    @property
+    def theory_applies(self) -> bool:
+        """True when f is globally L-smooth and bounded below: the standing assumptions of the
+        convergence theorems of Khanh et al. (2024)."""
+        return self.smoothness_note == "global" and np.isfinite(self.L) and self.lower_bounded
+
+    def dist_to_opt(self, X: np.ndarray) -> np.ndarray | None:
+        if self.x_star is None:
+            return None
+        return np.linalg.norm(X - self.x_star, axis=-1)
+
+    def f_gap(self, X: np.ndarray) -> np.ndarray | None:
+        return None if self.f_star is None else self.f(X) - self.f_star
+
+    def x0(self, runs: int, seed: int) -> np.ndarray:
+        """Starting points drawn uniformly from ``box``; run r's point depends on (seed, r) only."""
+        from convergence.random import uniform
+        lo, hi = self.box
+        return lo + (hi - lo) * uniform(seed, np.arange(runs), stream=0, k=0, shape=(self.dim,))
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "f_star": self.f_star,
+                "x_star": None if self.x_star is None else np.asarray(self.x_star).tolist(),
+                "L": self.L, "smoothness": self.smoothness_note, "mu": self.mu,
+                "kl_exponent": self.kl_exponent, "convex": self.convex, "box": list(self.box),
+                "citation": self.citation}
+
+
+def check_dim(cls, dim) -> None:
+    """Reject a dimension the problem does not support with a message naming the valid range."""
+    upper = "any" if cls.max_dim is None else cls.max_dim
+    if not isinstance(dim, (int, np.integer)) or dim < cls.min_dim or (
+            cls.max_dim is not None and dim > cls.max_dim):
+        raise InputError(f"problem '{cls.name}' does not support dim={dim}: "
+                         f"use --dim between {cls.min_dim} and {upper}")

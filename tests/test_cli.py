@@ -1,0 +1,87 @@
+"""run_toy and figures.compare as a user runs them: outputs, reproducibility, bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from convergence.trace import COLUMNS, read_csv
+from experiments import run_toy
+
+
+def toy(tmp_path, *flags):
+    return run_toy.main(["--no-progress", "--out", str(tmp_path), *flags])
+
+
+def test_run_toy_writes_trace_summary_and_figures(tmp_path, capsys):
+    assert toy(tmp_path, "--method", "sam", "--stepsize", "diminishing", "--iters", "3000", "--runs", "3") == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["figure.pdf", "figure.png", "summary.json", "trace.csv"]
+    table = read_csv(tmp_path / "trace.csv")
+    assert set(table["run"]) == {0, 1, 2} and table["iter"].max() == 3000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["method"] == "sam" and summary["seed"] == 0
+    assert {"numpy", "git_commit", "python"} <= set(summary["provenance"])
+    assert len(summary["runs"]) == 3 and all(r["status"] for r in summary["runs"])
+    assert "verdicts" in capsys.readouterr().out
+    assert (tmp_path / "trace.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_same_seed_gives_identical_trace_bytes(tmp_path):
+    flags = ["--method", "sam", "--problem", "sinpl", "--dim", "3", "--iters", "2000", "--runs", "4",
+             "--seed", "7"]
+    toy(tmp_path / "a", *flags)
+    toy(tmp_path / "b", *flags)
+    assert (tmp_path / "a/trace.csv").read_bytes() == (tmp_path / "b/trace.csv").read_bytes()
+    toy(tmp_path / "c", *flags[:-1], "8")
+    assert (tmp_path / "a/trace.csv").read_bytes() != (tmp_path / "c/trace.csv").read_bytes()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--method", "sma"], "unknown method 'sma' (did you mean 'sam'?)"),
+    (["--problem", "rosenbrok"], "unknown problem 'rosenbrok' (did you mean 'rosenbrock'?)"),
+    (["--stepsize", "diminshing"], "cannot parse schedule 'diminshing'"),
+    (["--rho", "-0.1"], "--rho must be a finite positive number"),
+    (["--rho", "nan"], "--rho must be a finite positive number"),
+    (["--lr", "0"], "--lr must be a finite positive number"),
+    (["--lr", "inf"], "--lr must be a finite positive number"),
+    (["--iters", "0"], "--iters must be a finite positive integer"),
+    (["--problem", "rosenbrock", "--dim", "1"], "does not support dim=1"),
+    (["--stepsize", "0.1/(k"], "cannot parse schedule"),
+    (["--stepsize", "open(k)"], "unknown name 'open'"),
+    (["--stepsize", "1-k"], "must stay positive"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "experiments.run_toy", "--out", str(out), *flags],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_unwritable_out_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert toy(blocker / "sub") == 2
+
+
+def test_compare_puts_several_folders_on_one_figure(tmp_path):
+    for step in ("constant", "diminishing"):
+        toy(tmp_path / step, "--stepsize", step, "--iters", "2000", "--runs", "2", "--lr", "0.5")
+    from figures import compare
+    assert compare.main([str(tmp_path / "constant"), str(tmp_path / "diminishing"),
+                         "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000 and (tmp_path / "cmp.pdf").exists()
+    assert compare.main([str(tmp_path / "missing")]) == 2
+
+
+def test_figure_band_is_the_median_over_runs(tmp_path):
+    toy(tmp_path, "--iters", "100", "--runs", "5")
+    from figures.convergence import band
+    table = read_csv(tmp_path / "trace.csv")
+    ks, med, lo, hi = band(table, "grad_norm")
+    at0 = table["grad_norm"][table["iter"] == 0]
+    assert med[0] == pytest.approx(np.median(at0)) and lo[0] <= med[0] <= hi[0]

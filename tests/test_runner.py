@@ -1,0 +1,108 @@
+"""The engine against theory and hand-computed iterates (issue 3, items 6a-6e)."""
+import math
+
+import numpy as np
+import pytest
+
+from convergence.methods import make_method
+from convergence.runner import run
+from convergence.schedules import constant, diminishing
+from convergence.verdicts import assess, tail_slope
+from problems import Quadratic, make_problem
+
+# Problems where the theorems' standing assumptions hold (L-smooth, bounded below), with a step
+# t_0 < 2/L; robust regression's L = 2 lambda_max is pessimistic, so it gets t_0 = 1.9/L.
+CONVERGENT = [("quadratic", 2, 1.0), ("sinpl", 3, 1.0), ("robust_regression", 5, 1.9)]
+
+
+@pytest.mark.parametrize("method", ["sam", "usam"])
+@pytest.mark.parametrize("name,dim,lr_times_L", CONVERGENT)
+def test_diminishing_steps_drive_the_gradient_to_zero(method, name, dim, lr_times_L):
+    problem = make_problem(name, dim)
+    assert problem.theory_applies
+    trace = run(problem, make_method(method), diminishing(lr_times_L / problem.L, 0.6),
+                diminishing(0.05, 0.6), iters=100_000, runs=4, seed=1)
+    for r in range(trace.runs):
+        its, g = trace.column("grad_norm", r)
+        assert g[-1] <= 1e-6 * g[0], f"run {r}: {g[0]:.3e} -> {g[-1]:.3e}"
+        assert tail_slope(its, g) < 0                       # still decreasing on the tail
+    assert set(assess(trace)) == {"converged"}
+
+
+def test_constant_step_sam_stays_away_from_the_minimizer():
+    """SAM on f = x^T A x / 2 with t L <= 1: x+ = (I - tA)x - t rho A^2 x / ||Ax||, so
+    ||x_{k+1}|| >= t rho mu - ||x_k||, hence max(||x_k||, ||x_{k+1}||) >= t rho mu / 2 for all k."""
+    problem = Quadratic(2, kappa=4.0)
+    t, rho = 0.5, 0.1
+    trace = run(problem, make_method("sam"), constant(t), constant(rho), iters=20_000, runs=8,
+                seed=3, grid=np.arange(20_000))
+    floor = t * rho * problem.mu / 2
+    dist = trace.data["dist_to_opt"]
+    pair_max = np.maximum(dist[:-1], dist[1:])
+    assert pair_max.min() >= floor
+    assert np.all(trace.final["dist_to_opt"] >= 0.5 * floor)     # never reaches x*
+    assert set(assess(trace)) == {"stalled"}
+    # same problem, same constant step, GD converges: the floor is SAM's, not the step's
+    gd = run(problem, make_method("gd"), constant(t), constant(rho), iters=20_000, runs=8, seed=3)
+    assert np.all(gd.final["dist_to_opt"] < 1e-12)
+
+
+def test_one_sam_step_matches_its_closed_form():
+    """A = diag(1, 4), x0 = (1, 1): grad = (1, 4), y = x0 + rho (1, 4)/sqrt(17), x1 = x0 - t A y."""
+    problem = Quadratic(2, eigs=[1.0, 4.0])
+    t, rho = 0.1, 0.3
+    trace = run(problem, make_method("sam"), constant(t), constant(rho), iters=1, runs=1,
+                x0=np.array([[1.0, 1.0]]))
+    y = (1 + rho / math.sqrt(17), 1 + 4 * rho / math.sqrt(17))
+    expected = (1 - t * y[0], 1 - t * 4 * y[1])
+    np.testing.assert_allclose(trace.final_x[0], expected, rtol=1e-15)
+    usam = run(problem, make_method("usam"), constant(t), constant(rho), iters=1, runs=1,
+               x0=np.array([[1.0, 1.0]]))
+    np.testing.assert_allclose(usam.final_x[0], (1 - t * (1 + rho), 1 - t * 4 * (1 + 4 * rho)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["gd", "sam", "usam"])
+@pytest.mark.parametrize("name,dim", [("quadratic", 4), ("sinpl", 2), ("robust_regression", 5),
+                                      ("logistic", 5)])
+def test_inexactness_within_its_bound_at_every_recorded_iterate(method, name, dim):
+    """||g_k - grad f(x_k)|| <= L rho_k ||d_k||: L rho_k (normalized), L rho_k ||grad f|| (USAM)."""
+    problem = make_problem(name, dim)
+    trace = run(problem, make_method(method), diminishing(1 / problem.L, 0.6), constant(0.2),
+                iters=3000, runs=5, seed=0)
+    err, bound = trace.data["err"], trace.data["err_bound"]
+    recorded = ~np.isnan(err)
+    assert recorded.sum() >= 5 * 50
+    assert np.all(err[recorded] <= bound[recorded] * (1 + 1e-12) + 1e-15)
+    grad_norm = trace.data["grad_norm"][recorded]
+    expected = {"gd": 0 * grad_norm, "sam": problem.L * 0.2 + 0 * grad_norm,
+                "usam": problem.L * 0.2 * grad_norm}[method]
+    np.testing.assert_allclose(bound[recorded], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["gd", "sam", "usam"])
+def test_a_stationary_start_stays_put(method):
+    """||grad f|| = 0: SAM's direction is defined as 0, so x_{k+1} = x_k exactly (no NaN)."""
+    problem = make_problem("sinpl", 2)
+    trace = run(problem, make_method(method), constant(0.1), constant(0.5), iters=10, runs=1,
+                x0=np.zeros((1, 2)))
+    assert np.array_equal(trace.final_x, np.zeros((1, 2)))
+    assert trace.final["grad_norm"][0] == 0.0
+    assert assess(trace) == {"converged": 1}
+
+
+def test_a_diverging_run_is_retired_and_its_siblings_finish():
+    problem = make_problem("styblinski_tang", 1)
+    x0 = np.array([[1.0], [1e3], [-1.0]])
+    trace = run(problem, make_method("sam"), diminishing(0.01, 0.6), diminishing(0.05, 0.6),
+                iters=20_000, runs=3, x0=x0)
+    assess(trace)
+    assert trace.status[1] == "diverged" and trace.final_iter[1] <= 3
+    assert trace.status[0] == trace.status[2] == "converged"
+    assert trace.final_iter[0] == trace.final_iter[2] == 20_000
+
+
+def test_runs_do_not_depend_on_the_batch_they_share():
+    problem = make_problem("quadratic", 3)
+    small = run(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=2, seed=9)
+    large = run(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=7, seed=9)
+    assert np.array_equal(small.final_x, large.final_x[:2])
