@@ -1,0 +1,1 @@
+"""One module per paper: TITLE and run(out, quick) -> list[Claim] (see experiments/claims.py)."""
