@@ -10,30 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from convergence.random import Streams
+from convergence.sampling import FullBatch
 from convergence.trace import Trace, geometric_grid
 from convergence.vec import norm
 
 BLOWUP = 1e12      # |x| beyond this counts as divergence (as do NaN and inf)
-
-
-class FullOracle:
-    """The deterministic oracle: the sample S is the whole function."""
-
-    def __init__(self, problem):
-        self.problem, self.L = problem, problem.L
-        self.grad = self.full_grad = problem.grad
-
-    def split(self, m):
-        raise ValueError(f"m-sharpness needs a finite-sum problem; '{self.problem.name}' is not one")
-
-
-class FullBatch:
-    """Sampler of deterministic runs: every step sees the whole function."""
-
-    name = "full"
-
-    def oracle(self, problem, streams):
-        return FullOracle(problem)
 
 
 def run(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed: int = 0,

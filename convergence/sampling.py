@@ -1,0 +1,174 @@
+"""Which sample S_k a step sees, and the gradient oracle over it (both gradients of a step share S_k).
+
+Samplers of a finite sum f = (1/n) sum_i f_i draw, per run and step, indices and unbiased weights:
+full batch, tau-nice (tau distinct indices, uniformly), importance (p_i = L_i / sum_j L_j, weight
+1/(n p_i)) and single (uniform with replacement). Draws come from the counter-based streams, so a
+run's samples depend on (seed, run, k) only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from convergence.errors import InputError, unknown
+
+SAMPLE_STREAM = 3
+
+
+class FullOracle:
+    """The deterministic oracle: the sample S is the whole function."""
+
+    def __init__(self, problem):
+        self.problem, self.L = problem, problem.L
+        self.grad = self.full_grad = problem.grad
+
+    def split(self, m):
+        n = getattr(self.problem, "n", None)
+        if n is None:
+            raise InputError(f"msam needs a finite-sum problem; '{self.problem.name}' is not one "
+                             f"(use least_squares, ridge, logistic or robust_regression)")
+        return SampleOracle(self.problem, np.arange(n)[None, :], None, exact=True).split(m)
+
+
+class SampleOracle:
+    """Gradients of f_S = (1/|S|) sum_{i in S} w_i f_i for per-run index rows ``idx`` (runs, |S|).
+
+    ``L`` (the smoothness of f_S, bounded by the mean of w_i L_i) is given only when ``exact``: the
+    sample is deterministic, so ||g - grad f|| is bounded by it (m-SAM chunks of the full batch).
+    """
+
+    def __init__(self, problem, idx, weights, exact=False):
+        self.problem, self.idx, self.weights, self.exact = problem, idx, weights, exact
+        w = 1.0 if weights is None else weights
+        self.L = float(np.max(np.mean(w * problem.L_i[idx], axis=1))) if exact else None
+
+    def grad(self, y):
+        idx = np.broadcast_to(self.idx, (len(y), self.idx.shape[1]))
+        return self.problem.sample_grad(y, idx, self.weights)
+
+    def full_grad(self, y):
+        return self.problem.grad(y)
+
+    def split(self, m):
+        size = self.idx.shape[1]
+        if size % m:
+            raise InputError(f"--m {m} must divide the sample size {size}: choose --batch a multiple of m")
+        return [SampleOracle(self.problem, self.idx[:, j:j + m],
+                             None if self.weights is None else self.weights[:, j:j + m], self.exact)
+                for j in range(0, size, m)]
+
+
+class FullBatch:
+    """Every step sees the whole function (deterministic methods)."""
+
+    name = "full"
+
+    def __init__(self, batch=None):
+        pass
+
+    def oracle(self, problem, streams):
+        return FullOracle(problem)
+
+    def constants(self, problem):
+        return {"A": 0.0, "B": 1.0, "C": 0.0}
+
+
+class _FiniteSumSampler:
+    def __init__(self, batch: int = 1):
+        if not (isinstance(batch, (int, np.integer)) and batch >= 1):
+            raise InputError(f"--batch must be a positive integer, got {batch}")
+        self.batch = int(batch)
+
+    def check(self, problem):
+        if not hasattr(problem, "n"):
+            raise InputError(f"--sampling {self.name} needs a finite-sum problem; '{problem.name}' "
+                             f"is not one (use least_squares, ridge, logistic or robust_regression)")
+        if self.batch > problem.n:
+            raise InputError(f"--batch {self.batch} exceeds the n = {problem.n} samples of {problem.name}")
+
+    def oracle(self, problem, streams):
+        idx, weights = self.draw(problem, streams)
+        return SampleOracle(problem, idx, weights)
+
+    def constants(self, problem):
+        """Expected-residual constants: E||grad f_S(x)||^2 <= 2A (f(x) - f_inf) + B ||grad f(x)||^2 + C
+        (Khaled & Richtarik 2020; used by Oikonomou & Loizou 2025), with C = 2 A Delta_inf where
+        Delta_inf = f_inf - (1/n) sum_i inf f_i (None where inf f_i has no closed form)."""
+        A, B = self.residual(problem)
+        inf_fi = _sample_infima(problem)
+        C = None if inf_fi is None or problem.f_star is None else 2 * A * (problem.f_star - inf_fi.mean())
+        return {"A": A, "B": B, "C": C}
+
+
+class TauNice(_FiniteSumSampler):
+    """tau-nice sampling: tau distinct indices, every subset equally likely; weights 1."""
+
+    name = "tau-nice"
+
+    def draw(self, problem, streams):
+        keys = streams.uniform(SAMPLE_STREAM, (problem.n,))
+        return np.argsort(keys, axis=1, kind="stable")[:, :self.batch], None
+
+    def residual(self, problem):
+        n, tau = problem.n, self.batch
+        if n == 1:
+            return 0.0, 1.0
+        return (n - tau) / (tau * (n - 1)) * problem.L_max, n * (tau - 1) / (tau * (n - 1))
+
+
+class Single(_FiniteSumSampler):
+    """Uniform sampling with replacement (batch draws); single element when batch = 1."""
+
+    name = "single"
+
+    def draw(self, problem, streams):
+        u = streams.uniform(SAMPLE_STREAM, (self.batch,))
+        return np.minimum((u * problem.n).astype(np.int64), problem.n - 1), None
+
+    def residual(self, problem):
+        if self.batch != 1:
+            raise InputError("expected-residual constants are implemented for single sampling with --batch 1")
+        return problem.L_max, 0.0
+
+
+class Importance(_FiniteSumSampler):
+    """Importance sampling p_i = L_i / sum_j L_j with replacement, unbiased weight 1/(n p_i)."""
+
+    name = "importance"
+
+    def draw(self, problem, streams):
+        p = problem.L_i / problem.L_i.sum()
+        u = streams.uniform(SAMPLE_STREAM, (self.batch,))
+        idx = np.minimum(np.searchsorted(np.cumsum(p), u), problem.n - 1)
+        return idx, 1.0 / (problem.n * p[idx])
+
+    def residual(self, problem):
+        if self.batch != 1:
+            raise InputError("expected-residual constants are implemented for importance sampling with --batch 1")
+        return float(np.mean(problem.L_i)), 0.0
+
+
+SAMPLERS = {cls.name: cls for cls in (FullBatch, TauNice, Importance, Single)}
+
+
+def make_sampler(name: str, batch: int | None = None, problem=None):
+    """Build a sampler by name; checks it against the problem when one is given."""
+    if name not in SAMPLERS:
+        raise unknown("sampling", name, SAMPLERS)
+    if name == "full":
+        if batch is not None:
+            raise InputError("--batch applies to stochastic sampling: add --sampling tau-nice, importance or single")
+        return FullBatch()
+    sampler = SAMPLERS[name](1 if batch is None else batch)
+    if problem is not None:
+        sampler.check(problem)
+    return sampler
+
+
+def _sample_infima(problem):
+    """inf_x f_i(x) for each sample, where it has a closed form."""
+    if problem.name in ("least_squares", "ridge"):
+        sq = np.sum(problem.A**2, axis=1)
+        return 0.0 * sq if problem.reg == 0 else problem.reg * problem.b**2 / (2 * (sq + problem.reg))
+    if problem.name == "robust_regression":
+        return np.zeros(problem.n)
+    return None
