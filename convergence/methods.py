@@ -22,6 +22,9 @@ class Rule:
     paper = ""
     hyper: dict = {}        # hyper-parameters and their defaults (the paper's)
     stateful = False
+    # (a, b) with ||d_k|| <= a ||grad f(x_k)|| + b in the deterministic case, so that
+    # ||g_k - grad f(x_k)|| <= L rho_k (a ||grad f(x_k)|| + b): the inexactness the theory uses
+    error_model = (0.0, 1.0)
 
     def init(self, x):
         return None
@@ -56,6 +59,7 @@ class GD(Rule):
     """Plain (stochastic) gradient descent: d_k = 0."""
 
     name, paper = "gd", "Cauchy (1847); Robbins & Monro (1951) for SGD"
+    error_model = (0.0, 0.0)
 
     def direction(self, k, x, oracle, state, rng):
         return 0.0 * x, state
@@ -74,6 +78,7 @@ class USAM(Rule):
     """Unnormalized SAM, Andriushchenko & Flammarion (2022), eq. (3): d_k = g = grad f_S(x_k)."""
 
     name, paper = "usam", "Andriushchenko & Flammarion (2022) eq. (3)"
+    error_model = (1.0, 0.0)
 
     def direction(self, k, x, oracle, state, rng):
         return oracle.grad(x), state
@@ -91,6 +96,10 @@ class Unified(Rule):
 
     def __init__(self, lam=0.5):
         self.lam = lam if callable(lam) else _check("lam", lam, 0, 1)
+
+    @property
+    def error_model(self):
+        return (1.0, 1.0) if callable(self.lam) else (1.0 - self.lam, self.lam)
 
     def direction(self, k, x, oracle, state, rng):
         lam = self.lam(k) if callable(self.lam) else self.lam
@@ -180,6 +189,7 @@ class MSharpness(Rule):
             raise InputError(f"--m must be a positive integer, got {m}")
         self.m, self.base = m, base
         self.rule = make_method(base)
+        self.error_model = None        # chunks have their own smoothness: not covered by the bounds
         if self.rule.stateful or isinstance(self.rule, MSharpness):
             raise InputError(f"msam needs a stateless base rule; '{base}' is not one: use sam or usam")
 

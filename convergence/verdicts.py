@@ -45,3 +45,108 @@ def assess(trace, rtol: float = RTOL):
         trace.reason.append(reason)
         trace.details.append(details)
     return {s: trace.status.count(s) for s in sorted(set(trace.status))}
+
+
+# --- rate fits ----------------------------------------------------------------------------------
+def fit_rate(x: np.ndarray, values: np.ndarray, log_x: bool = True) -> dict:
+    """Least-squares slope of log(values) against log(x) (log_x) or x, with a 95 % confidence
+    interval (Student t). A power law k^s gives slope s; a linear rate q^k gives log q per step."""
+    from scipy import stats
+    ok = np.isfinite(values) & (values > 0) & (x > 0 if log_x else np.isfinite(x))
+    X = np.log(x[ok]) if log_x else x[ok].astype(float)
+    Y = np.log(values[ok])
+    n = len(X)
+    if n < 3 or np.ptp(X) == 0:
+        return {"slope": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": n}
+    fit = stats.linregress(X, Y)
+    half = stats.t.ppf(0.975, n - 2) * fit.stderr if n > 2 else float("inf")
+    return {"slope": float(fit.slope), "lo": float(fit.slope - half), "hi": float(fit.slope + half), "n": n}
+
+
+def tail_fit(its, values, start_fraction=0.1, log_x=True, floor=1e-13) -> dict:
+    """fit_rate on k >= start_fraction K, leaving out values at round-off level (< floor * start)."""
+    keep = (its >= max(1, start_fraction * its.max())) & (values > floor * values[0])
+    return fit_rate(its[keep], values[keep], log_x)
+
+
+# --- theory against observation ----------------------------------------------------------------
+def observe(prediction: str, trace, r: int, bound=None) -> tuple[bool, str]:
+    """(agrees, what was observed) for one run and one theorem's prediction."""
+    status = trace.status[r]
+    its, g = trace.column("grad_norm", r)
+    _, gap = trace.column("f_gap", r)
+    if prediction == "grad_to_zero":
+        ratio = trace.details[r].get("ratio", float("nan"))
+        return status in ("converged", "max_iter"), f"{status}, ||grad f|| ratio {ratio:.1e}"
+    if prediction == "no_convergence":
+        return status not in ("converged",), f"{status}, final ||grad f|| {g[-1]:.2e}"
+    if prediction == "linear":
+        fit = tail_fit(its, gap, start_fraction=0.0, log_x=False)
+        agree = status == "converged" or fit["hi"] < 0
+        return agree, f"{status}, log(f - f*) slope {fit['slope']:.2e}/iter [{fit['lo']:.2e}, {fit['hi']:.2e}]"
+    if prediction == "neighbourhood":
+        return status != "diverged" and gap[-1] < gap[0], f"{status}, f - f*: {gap[0]:.2e} -> {gap[-1]:.2e}"
+    if prediction == "rate_1_over_k":
+        fit = tail_fit(its, gap)
+        agree = status == "converged" or fit["slope"] <= -0.9
+        return agree, f"{status}, f - f* ~ k^{fit['slope']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]"
+    if prediction in ("bound_min_grad", "bound_pl"):
+        observed = np.minimum.accumulate(g) if prediction == "bound_min_grad" else gap
+        ratio = np.max(observed / np.maximum(bound, 1e-300))
+        return bool(ratio <= 1 + 1e-9), f"max observed/bound {ratio:.3f} over {len(observed)} iterates"
+    raise KeyError(prediction)
+
+
+def bound_at(theorem_key: str, ctx, trace) -> np.ndarray | None:
+    """The derived bound of a theorem at every recorded iterate of every run, shaped (points, runs),
+    aligned with Trace.column (recorded grid points, then the last iterate)."""
+    from convergence import theory
+    K = int(trace.final_iter.max())
+    gap0 = trace.data["f_gap"][0]
+    if theorem_key == "derived-min-grad-bound":
+        full = theory.min_grad_bound(ctx, gap0, K)                 # row k-1: bound at k
+        full = np.vstack([np.full((1, trace.runs), np.inf), full])  # k = 0: nothing yet
+    elif theorem_key == "derived-pl-bound":
+        full = theory.pl_bound(ctx, gap0, K)
+    else:
+        return None
+    # min over j < k is a bound for the iterate k-1 onwards: compare the running min up to k with
+    # the bound at k + 1 (the bound indexes the number of iterates seen)
+    return full
+
+
+def theory_report(problem, rule, lam, t, rho, sampler, trace, ol_steps=None) -> list[dict]:
+    """Which theorems cover the run and hold; for those, theory's prediction against each run."""
+    from convergence import theory
+    deterministic = sampler is None or sampler.name == "full"
+    ctx = theory.Context(t.expr, rho.expr, problem.L, problem.mu, rule.error_model, ol_steps)
+    rows = []
+    for a in theory.assess_theorems(rule.name, lam, problem, ctx, deterministic):
+        th = a.theorem
+        row = {"theorem": th.key, "paper": th.paper, "where": th.where, "source": th.source,
+               "conclusion": th.conclusion, "covered": a.covered, "holds": a.holds,
+               "failures": [f"{theory.HYPOTHESES.get(h, h)} fails ({d})" for h, d in a.failures],
+               "checks": {h: {"holds": d.holds, "method": d.method, "detail": d.detail}
+                          for h, d in a.checks.items()}}
+        observable = problem.f_star is not None or th.predicts in ("grad_to_zero", "no_convergence")
+        if a.holds and trace is not None and observable:
+            full = bound_at(th.key, ctx, trace)
+            agree, notes = [], []
+            for r in range(trace.runs):
+                bound = None
+                if full is not None:
+                    its, _ = trace.column("grad_norm", r)
+                    idx = np.minimum(its + (1 if th.predicts == "bound_min_grad" else 0), len(full) - 1)
+                    bound = full[idx, r]
+                ok, note = observe(th.predicts, trace, r, bound)
+                agree.append(ok)
+                notes.append(note)
+            row.update(predicts=th.predicts, runs_agree=int(sum(agree)), runs=trace.runs,
+                       mismatch=not all(agree), observed=notes)
+            if full is not None:
+                shift = 1 if th.predicts == "bound_min_grad" else 0
+                idx = np.minimum(trace.grid + shift, len(full) - 1)
+                row["bound_curve"] = {"iter": trace.grid.tolist(),
+                                      "median": np.median(full[idx], axis=1).tolist()}
+        rows.append(row)
+    return rows

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampling", default="full", help="full, tau-nice, importance or single (default full)")
     s.add_argument("--batch", type=int, default=None, help="samples per step (tau of tau-nice; default 1)")
     p.add_argument("--out", default=None, help="output folder (default results/<problem>-<method>-<stepsize>)")
+    p.add_argument("--require-theory", action="store_true",
+                   help="refuse (exit 2) a schedule under which no convergence theorem covers the run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -102,7 +104,12 @@ def configure(args) -> dict:
            "rho_decay": args.rho_decay, "iters": args.iters, "runs": args.runs, "seed": args.seed,
            "dtype": args.dtype}
     cfg["lr"], cfg["rho"] = resolve_steps(cfg, problem)
-    schedules(cfg)                       # parse now: a malformed expression fails before any work
+    t, r = schedules(cfg)                # parse now: a malformed expression fails before any work
+    verdict = theory_verdict(cfg, problem, rule, t, r)
+    if verdict:
+        if args.require_theory:
+            raise InputError(f"--require-theory: {verdict}")
+        print(f"run_toy: warning: {verdict}", file=sys.stderr)
     out = Path(args.out or f"results/{args.problem}-{args.method}-{_slug(args.stepsize)}")
     check_writable(out)
     cfg["out"] = str(out)
@@ -131,25 +138,69 @@ def _method_options(options: dict) -> dict:
     return out
 
 
-def resolve_steps(cfg: dict, problem) -> tuple[float, float]:
-    """t_0 and rho_0 as numbers: '1/L', a number, or 'theory' (Oikonomou & Loizou's gamma*, rho*)."""
+CONVERGENCE = ("grad_to_zero", "linear", "rate_1_over_k")
+
+
+def theory_rows(cfg, problem, rule, t, r, trace=None):
+    """The theory report of a config (with observations when a trace is given)."""
+    from convergence.sampling import make_sampler
+    from convergence.verdicts import theory_report
+    lam = _method_options(cfg["method_options"]).get("lam", 0.5) if cfg["method"] == "unified" else None
+    sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
+    return theory_report(problem, rule, lam, t, r, sampler, trace, _ol_steps(cfg, problem))
+
+
+def theory_verdict(cfg, problem, rule, t, r) -> str:
+    """'' when a convergence theorem covers the run and its hypotheses hold, else why not."""
+    rows = [row for row in theory_rows(cfg, problem, rule, t, r)
+            if _predicts(row["theorem"]) in CONVERGENCE and row["covered"]]
+    if any(row["holds"] for row in rows):
+        return ""
+    if not rows:
+        return (f"no convergence theorem covers {cfg['method']} on {problem.name} "
+                f"({'deterministic' if cfg['sampling'] == 'full' else 'stochastic'})")
+    return "; ".join(f"{row['theorem']} fails: {row['failures'][0]}" for row in rows)
+
+
+def _predicts(key):
+    from convergence.theory import THEOREMS
+    return next(th.predicts for th in THEOREMS if th.key == key)
+
+
+def _ol_steps(cfg, problem):
+    """Oikonomou & Loizou's (gamma*, rho*) for this run when they exist (PL, constant lam)."""
+    from convergence.errors import InputError
+    try:
+        theory = resolve_theory(cfg, problem)
+    except InputError:
+        return None
+    return theory
+
+
+def resolve_theory(cfg, problem):
+    """(gamma*, rho*) of Unified SAM for the config's method, sampler and PL problem."""
     from convergence.errors import InputError
     from convergence.sampling import make_sampler
     from convergence.theorems import unified_pl_steps
+    lam = {"sam": 1.0, "usam": 0.0}.get(cfg["method"], cfg["method_options"].get("lam", 0.5))
+    if cfg["method"] not in ("sam", "usam", "unified") or not isinstance(_number(lam), float):
+        raise InputError("theory steps (--lr/--rho theory, --stepsize pl-decreasing) exist for sam, "
+                         "usam and unified with a constant --lam")
+    if problem.mu is None:
+        raise InputError(f"theory steps need a PL constant; '{problem.name}' has none: use "
+                         f"quadratic, sinpl, least_squares, ridge or logistic")
+    sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
+    consts = sampler.constants(problem)
+    L = problem.L if cfg["sampling"] == "full" else problem.L_max
+    return unified_pl_steps(L, problem.mu, consts["A"], consts["B"], _number(lam))
+
+
+def resolve_steps(cfg: dict, problem) -> tuple[float, float]:
+    """t_0 and rho_0 as numbers: '1/L', a number, or 'theory' (Oikonomou & Loizou's gamma*, rho*)."""
     lr, rho = str(cfg["lr"]), str(cfg["rho"])
     theory = None
     if "theory" in (lr, rho) or cfg["stepsize"] == "pl-decreasing":
-        lam = {"sam": 1.0, "usam": 0.0}.get(cfg["method"], cfg["method_options"].get("lam", 0.5))
-        if cfg["method"] not in ("sam", "usam", "unified") or not isinstance(_number(lam), float):
-            raise InputError("theory steps (--lr/--rho theory, --stepsize pl-decreasing) exist for sam, "
-                             "usam and unified with a constant --lam")
-        if problem.mu is None:
-            raise InputError(f"theory steps need a PL constant; '{problem.name}' has none: use "
-                             f"quadratic, sinpl, least_squares, ridge or logistic")
-        sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
-        consts = sampler.constants(problem)
-        L = problem.L if cfg["sampling"] == "full" else problem.L_max
-        theory = unified_pl_steps(L, problem.mu, consts["A"], consts["B"], _number(lam))
+        theory = resolve_theory(cfg, problem)
     lr_value = (1.0 / problem.L if lr == "1/L" else theory[0] if lr == "theory" else _number(lr, "--lr"))
     rho_value = theory[1] if rho == "theory" else _number(rho, "--rho")
     return positive("--lr", lr_value), positive("--rho", rho_value)
@@ -209,6 +260,7 @@ def execute(cfg: dict, progress: bool = False):
     trace = run(problem, rule, t, r, cfg["iters"], cfg["runs"], cfg["seed"], sampler=sampler,
                 dtype=np.dtype(cfg["dtype"]).type, progress=progress)
     assess(trace)
+    trace.theory = theory_rows(cfg, problem, rule, t, r, trace)
     return problem, trace
 
 
@@ -220,6 +272,7 @@ def summary(cfg: dict, problem, trace, seconds: float | None = None) -> dict:
             "problem": problem.metadata(), "status_counts": {s: trace.status.count(s)
                                                             for s in sorted(set(trace.status))},
             "max_err_over_bound": max_err_ratio(trace), "runs": runs,
+            "theory": trace.theory, "mismatches": [row["theorem"] for row in trace.theory if row.get("mismatch")],
             **({"seconds": round(seconds, 3)} if seconds is not None else {})}
 
 
@@ -242,7 +295,10 @@ def write_results(cfg, problem, trace, seconds=None) -> list[Path]:
     out = Path(cfg["out"])
     write_csv(out / "trace.csv", [trace])
     title = f"{cfg['method'].upper()} on {cfg['problem']} (d={cfg['dim']}), {cfg['stepsize']} steps"
-    figs = plot_dirs([out], out / "figure", title, labels=[cfg["method"]])
+    overlays = [(row["bound_curve"], "grad_norm" if row["predicts"] == "bound_min_grad" else "f_gap",
+                 "min-grad bound" if row["predicts"] == "bound_min_grad" else "PL bound")
+                for row in trace.theory if "bound_curve" in row]
+    figs = plot_dirs([out], out / "figure", title, labels=[cfg["method"]], overlays=overlays)
     write_json(out / "summary.json", summary(cfg, problem, trace, seconds))
     return [out / "trace.csv", *figs, out / "summary.json"]
 
@@ -268,6 +324,11 @@ def print_table(cfg, trace) -> None:
     if trace.runs <= 4:
         for r in range(trace.runs):
             print(f"  run {r}: {trace.status[r]}: {trace.reason[r]}")
+    for row in trace.theory:
+        if row["holds"] and "runs_agree" in row:
+            flag = "MISMATCH" if row["mismatch"] else "agrees"
+            print(f"  theory {flag}: {row['theorem']} ({row['where']}, {row['source']}) predicts "
+                  f"{row['predicts']}; observed in {row['runs_agree']}/{row['runs']} runs: {row['observed'][0]}")
 
 
 def main(argv=None) -> int:

@@ -45,8 +45,12 @@ def band(table: dict, column: str):
     return ks, stats[:, 0], stats[:, 1], stats[:, 2]
 
 
-def plot_tables(tables: list[tuple[str, dict]], title: str = ""):
-    """One figure with a panel per quantity and a median curve + band per (label, table)."""
+def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
+    """One figure with a panel per quantity and a median curve + band per (label, table).
+
+    ``overlays``: (curve, column, label) with curve = {"iter": [...], "median": [...]}, a theoretical
+    bound drawn dashed on the panel of ``column``.
+    """
     panels = [(c, lab) for c, lab in PANELS if any(np.isfinite(t[c]).any() for _, t in tables)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
     for ax, (column, ylabel) in zip(axes[0], panels):
@@ -57,7 +61,14 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = ""):
             colour = PALETTE[i % len(PALETTE)]
             ax.plot(x[pos], med[pos], color=colour, lw=1.4, label=label)
             ax.fill_between(x[pos], np.maximum(lo[pos], 1e-300), hi[pos], color=colour, alpha=0.2, lw=0)
+        for j, (curve, col, label) in enumerate(overlays):
+            if col == column:
+                x, y = np.asarray(curve["iter"], float) + 1, np.asarray(curve["median"], float)
+                ok = np.isfinite(y) & (y > 0)
+                ax.plot(x[ok], y[ok], ls="--", lw=1.1, color="0.25" if j % 2 == 0 else "0.5", label=label)
         ax.set(xscale="log", yscale="log", xlabel="iteration $k + 1$", ylabel=ylabel)
+        if overlays and any(col == column for _, col, _ in overlays):
+            ax.legend(frameon=False, fontsize=7)
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].legend(title="median, 10-90 %", frameon=False)
     if title:
@@ -79,11 +90,11 @@ def save(fig, stem) -> list[Path]:
     return paths
 
 
-def plot_dirs(dirs, stem, title: str = "", labels=None) -> list[Path]:
+def plot_dirs(dirs, stem, title: str = "", labels=None, overlays=()) -> list[Path]:
     """Compare the trace.csv of several result folders on one figure."""
     tables = []
     for i, d in enumerate(dirs):
         table = read_csv(Path(d) / "trace.csv")
         label = labels[i] if labels else Path(d).name
         tables.append((label, table))
-    return save(plot_tables(tables, title), stem)
+    return save(plot_tables(tables, title, overlays), stem)

@@ -1,0 +1,120 @@
+"""Symbolic decisions about schedules: does sum a_k converge, does a_k tend to 0, where does it end up.
+
+Each answer carries how it was reached: "symbolic" (sympy limits of the asymptotic order
+a_k ~ C k^-p (log k)^-q) or "numerical" (the order fitted on k = 10^6 ... 10^12), reported as such.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import sympy as sp
+
+from convergence.schedules import k
+
+_BIG = 10**12
+
+
+@dataclass(frozen=True)
+class Decision:
+    holds: bool | None      # None: undecided
+    method: str             # "symbolic" or "numerical"
+    detail: str
+
+    def __bool__(self):
+        return bool(self.holds)
+
+
+def tail(expr: sp.Expr) -> sp.Expr:
+    """An expression with the same behaviour as k -> oo: Piecewise -> its last branch,
+    Min/Max -> the branch that wins at large k, floor/ceil(u) -> u (u -> oo)."""
+    expr = sp.sympify(expr)
+    if isinstance(expr, sp.Piecewise):
+        return tail(expr.args[-1][0])
+    if isinstance(expr, (sp.Min, sp.Max)):
+        values = [(float(a.subs(k, _BIG).evalf()), a) for a in expr.args]
+        pick = min if isinstance(expr, sp.Min) else max
+        return tail(pick(values, key=lambda p: p[0])[1])
+    if isinstance(expr, (sp.floor, sp.ceiling)):
+        return tail(expr.args[0])
+    if expr.args:
+        return expr.func(*[tail(a) for a in expr.args])
+    return expr
+
+
+def _limit(expr):
+    value = sp.limit(expr, k, sp.oo)
+    if value.has(sp.AccumBounds, sp.Limit) or value is sp.nan or not (value.is_real or value.is_infinite):
+        raise ValueError(f"no limit found for {expr}")
+    return value
+
+
+def order(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr, str]:
+    """(p, q, method) with a_k ~ C k^-p (log k)^-q for positive a_k; q is only used when p = 1."""
+    a = tail(expr)
+    try:
+        p = sp.nsimplify(_limit(-sp.log(a) / sp.log(k)), rational=True)
+        q = sp.Integer(0)
+        if p == 1:
+            q = sp.nsimplify(_limit(-sp.log(a * k) / sp.log(sp.log(k))), rational=True)
+        return p, q, "symbolic"
+    except (ValueError, NotImplementedError, TypeError, RecursionError):
+        return _numeric_order(expr)
+
+
+def _numeric_order(expr):
+    f = sp.lambdify(k, expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+    ks = [10.0**e for e in range(6, 13)]
+    logs = [math.log(f(x)) for x in ks]
+    p = -(logs[-1] - logs[0]) / (math.log(ks[-1]) - math.log(ks[0]))
+    q = 0.0
+    if abs(p - 1) < 0.02:
+        lk = [math.log(math.log(x)) for x in ks]
+        q = -((logs[-1] + math.log(ks[-1])) - (logs[0] + math.log(ks[0]))) / (lk[-1] - lk[0])
+        p = 1
+    return sp.Float(p, 4), sp.Float(q, 4), "numerical"
+
+
+def sum_converges(expr: sp.Expr) -> Decision:
+    """Decide sum_{k>=0} a_k < oo for positive a_k (integral/Cauchy test on the asymptotic order)."""
+    p, q, method = order(expr)
+    text = f"a_k ~ k^-{p}" + (f" (log k)^-{q}" if p == 1 else "")
+    if p.is_infinite or p > 1:
+        return Decision(True, method, f"{text}: p > 1")
+    if p < 1:
+        return Decision(False, method, f"{text}: p < 1")
+    if method == "numerical" and abs(float(q) - 1) < 0.1:
+        return Decision(None, method, f"{text}: too close to the border to tell numerically")
+    return Decision(bool(q > 1), method, f"{text}: p = 1 and q {'>' if q > 1 else '<='} 1")
+
+
+def limit(expr: sp.Expr) -> tuple[float, str]:
+    """lim a_k as k -> oo, and how it was found."""
+    try:
+        return float(_limit(tail(expr))), "symbolic"
+    except (ValueError, NotImplementedError, TypeError):
+        f = sp.lambdify(k, expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+        return float(f(_BIG)), "numerical"
+
+
+def tends_to_zero(expr: sp.Expr) -> Decision:
+    value, method = limit(expr)
+    return Decision(value == 0.0, method, f"lim = {value:g}")
+
+
+def eventually_below(expr: sp.Expr, bound: float, label: str) -> Decision:
+    """a_k < bound for all large k (strictly: the limit is below the bound)."""
+    value, method = limit(expr)
+    if value == bound:
+        return Decision(None, method, f"lim = {value:g} equals {label}")
+    return Decision(value < bound, method, f"lim = {value:g} {'<' if value < bound else '>'} {label} = {bound:g}")
+
+
+def always_at_most(expr: sp.Expr, bound: float, label: str, first: int = 10_000) -> Decision:
+    """a_k <= bound for every k: checked on k < first, and the tail through the limit/monotone order."""
+    f = sp.lambdify(k, expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+    worst = max(f(i) for i in range(first))
+    value, method = limit(expr)
+    ok = worst <= bound * (1 + 1e-12) and value <= bound
+    return Decision(ok, "numerical" if method == "numerical" else "symbolic+scan",
+                    f"max over k < {first} is {worst:g}, lim = {value:g}; {label} = {bound:g}")

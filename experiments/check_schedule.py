@@ -1,0 +1,83 @@
+"""Which convergence theorems does a schedule satisfy? Each hypothesis is decided symbolically
+(sympy limits of the asymptotic order) or, where sympy cannot, numerically (reported as such).
+
+examples:
+  python -m experiments.check_schedule --method sam --stepsize "0.1/(k+1)**0.6" --rho "0.05/(k+1)**0.5" --L 8
+  python -m experiments.check_schedule --method usam --stepsize 0.05 --rho 0.05 --L 4 --mu 0.5
+  python -m experiments.check_schedule --method sam --stepsize "0.1/((k+2)*log(k+2))" --rho 0.05 --L 1 --convex
+
+The function is taken to be L-smooth and bounded below; --mu makes it mu-PL, --convex convex,
+--quadratic a strongly convex quadratic. Exit status 0 when a convergence theorem applies, 1 if none.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from types import SimpleNamespace
+
+from experiments.common import OneLineParser, fail, positive
+
+
+def main(argv=None) -> int:
+    from convergence.errors import InputError
+    from convergence.methods import METHODS
+    from convergence.schedules import Schedule, parse_expression
+    from convergence.theory import Context, assess_theorems
+    p = OneLineParser(prog="python -m experiments.check_schedule", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="sam", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--lam", type=float, default=None, help="unified: lambda")
+    p.add_argument("--stepsize", required=True, help="t_k as an expression in k (k = 0, 1, ...)")
+    p.add_argument("--rho", required=True, help="rho_k as an expression in k")
+    p.add_argument("--L", type=float, required=True, help="smoothness constant of f")
+    p.add_argument("--mu", type=float, default=None, help="PL constant (makes f mu-PL)")
+    p.add_argument("--convex", action="store_true")
+    p.add_argument("--quadratic", action="store_true", help="f is a strongly convex quadratic")
+    p.add_argument("--stochastic", action="store_true", help="stochastic (not full-batch) gradients")
+    p.add_argument("--gamma-star", type=float, default=None, help="Oikonomou & Loizou's gamma* (theory steps)")
+    p.add_argument("--rho-star", type=float, default=None, help="Oikonomou & Loizou's rho*")
+    args = p.parse_args(argv)
+    try:
+        from convergence.methods import make_method
+        rule = make_method(args.method, **({"lam": args.lam} if args.lam is not None else {}))
+        positive("--L", args.L)
+        if args.mu is not None:
+            positive("--mu", args.mu)
+        t = Schedule(parse_expression(args.stepsize), args.stepsize)
+        rho = Schedule(parse_expression(args.rho), args.rho)
+        for name, s in (("--stepsize", t), ("--rho", rho)):
+            if not s(0) > 0:
+                raise InputError(f"{name} '{s.label}' must be positive at k = 0")
+    except InputError as err:
+        return fail("check_schedule", str(err))
+    problem = SimpleNamespace(name="f", L=args.L, mu=args.mu, convex=args.convex or args.quadratic,
+                              lower_bounded=True, smoothness_note="global",
+                              f_star=None if args.mu is None else 0.0)
+    if args.quadratic:
+        problem.name = "quadratic"
+    ol = (args.gamma_star, args.rho_star) if args.gamma_star and args.rho_star else None
+    ctx = Context(t.expr, rho.expr, args.L, args.mu, rule.error_model, ol)
+    rows = assess_theorems(args.method, args.lam, problem, ctx, deterministic=not args.stochastic)
+    print(f"{args.method}: t_k = {t.expr}, rho_k = {rho.expr}, L = {args.L:g}"
+          + (f", mu = {args.mu:g}" if args.mu else ""))
+    applies = False
+    for a in rows:
+        th = a.theorem
+        head = f"{th.key} [{th.paper}, {th.where}, {th.source}]"
+        if a.holds:
+            applies |= th.predicts in ("grad_to_zero", "linear", "rate_1_over_k")
+            print(f"  APPLIES  {head}\n           -> {th.conclusion}")
+        elif a.covered:
+            print(f"  fails    {head}")
+            for h, d in a.failures:
+                print(f"           x {h}: {d}")
+        else:
+            print(f"  n/a      {head}: {a.failures[0][1]}")
+        for h, d in a.checks.items():
+            if d.holds:
+                print(f"           ok {h}: {d.detail} [{d.method}]")
+    return 0 if applies else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Theory layer: the schedule checker against known answers, rate fits, theorems against runs."""
+import argparse
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from convergence import series
+from convergence.schedules import k, parse_expression
+from convergence.theory import THEOREMS, Context, check
+from convergence.verdicts import fit_rate
+from experiments import check_schedule, run_toy
+
+# Diminish 1-3 of Khanh et al.'s CIFAR experiments (epochs e = 0, 1, ...; DESIGN.md)
+_n = 3 + sp.floor((k - 1) / 5)
+DIMINISH1 = sp.Float(0.1) / (k + 1)
+DIMINISH2 = sp.Piecewise((sp.Float(0.1), k < 1), (sp.Float(0.1) / k ** sp.Float(0.5001), True))
+DIMINISH3 = sp.Piecewise((sp.Float(0.1), k < 1), (sp.Float(0.1) / (_n * sp.log(_n)), True))
+
+# (a_k, sum a_k < oo, lim a_k)
+TABLE = [
+    ("0.1", False, 0.1), ("1/(k+1)", False, 0), ("1/(k+1)**2", True, 0), ("1/(k+1)**0.5", False, 0),
+    ("(1/(k+1)**0.5)**2", False, 0), ("(1/(k+1)**0.5001)**2", True, 0), ("(1/(k+1)**0.4999)**2", False, 0),
+    ("1/(k+1)**1.0001", True, 0), ("1/(k+1)**0.9999", False, 0), ("1/((k+2)*log(k+2))", False, 0),
+    ("1/((k+2)*log(k+2)**2)", True, 0), ("exp(-k)", True, 0), ("0.9**k", True, 0),
+    ("1/sqrt(k+1)/log(k+2)", False, 0), ("k/(k**2+1)", False, 0), ("(k+1)**(-1.5)*log(k+2)**3", True, 0),
+    ("min(0.5, (2*k+1)/((k+1)**2*0.1))", False, 0), ("min(0.5, (2*k+1)/((k+1)**2*0.1))**2", True, 0),
+    ("0.1/(k+1)**0.6*0.05", False, 0), ("0.1/(k+1)**0.6*0.05/(k+1)**0.5", True, 0),
+    ("3/(2+k)**(1/2)*1/(1+k)**(1/2)", False, 0),
+]
+EPOCH_TABLE = [(DIMINISH1, False), (DIMINISH1**2, True), (DIMINISH2, False), (DIMINISH2**2, True),
+               (DIMINISH3, False), (DIMINISH3**2, True)]
+
+
+@pytest.mark.parametrize("text,converges,lim", TABLE)
+def test_series_checker_on_known_schedules(text, converges, lim):
+    expr = parse_expression(text)
+    d = series.sum_converges(expr)
+    assert d.holds is converges, d.detail
+    assert d.method == "symbolic"
+    assert series.limit(expr)[0] == pytest.approx(lim)
+    assert series.tends_to_zero(expr).holds is (lim == 0)
+
+
+@pytest.mark.parametrize("expr,converges", EPOCH_TABLE, ids=["D1", "D1^2", "D2", "D2^2", "D3", "D3^2"])
+def test_series_checker_on_the_cifar_schedules(expr, converges):
+    assert series.sum_converges(expr).holds is converges
+    assert series.tends_to_zero(expr).holds
+
+
+def test_numerical_fallback_is_reported_as_such():
+    d = series.sum_converges(sp.Float(1) / (k + 1) ** 2 + sp.sin(k) ** 2 / (k + 1) ** 3)
+    assert d.holds is True and d.method in ("symbolic", "numerical")
+    weird = sp.Float(1) / (k + 1) ** sp.Float(1.5) * (2 + sp.sin(sp.log(k + 2)))
+    d = series.sum_converges(weird)
+    assert d.holds is True
+
+
+@pytest.mark.parametrize("slope", [-0.5, -0.73, -1.0, -2.4])
+def test_rate_fit_recovers_a_power_law_within_two_percent(slope):
+    rng = np.random.default_rng(0)
+    ks = np.unique(np.geomspace(1, 1e5, 200).astype(int))
+    values = 3.0 * ks**slope * np.exp(0.05 * rng.standard_normal(len(ks)))
+    fit = fit_rate(ks.astype(float), values)
+    assert abs(fit["slope"] - slope) <= 0.02 * abs(slope)
+    assert fit["lo"] <= slope <= fit["hi"]
+
+
+def test_rate_fit_recovers_a_linear_rate():
+    ks = np.arange(0, 500, 5).astype(float)
+    fit = fit_rate(ks, 2.0 * 0.97**ks, log_x=False)
+    assert fit["slope"] == pytest.approx(np.log(0.97), rel=1e-10)
+
+
+def test_hypotheses_of_sam_theorem_on_schedules():
+    good = Context(parse_expression("0.1/(k+1)**0.6"), parse_expression("0.05/(k+1)**0.5"), L=8)
+    assert all(check(h, good) for h in ("sum_t_inf", "sum_t2_fin", "sum_trho_fin", "t_to_0",
+                                        "t_at_most_1_over_L"))
+    constant_rho = Context(parse_expression("0.1/(k+1)**0.6"), parse_expression("0.05"), L=8)
+    assert not check("sum_trho_fin", constant_rho)
+    big_step = Context(parse_expression("0.3"), parse_expression("0.05"), L=8)
+    assert not check("t_at_most_1_over_L", big_step) and not check("t_below_2_over_L", big_step)
+
+
+def _flags(**kw):
+    base = dict(method="sam", stepsize="diminishing", problem="quadratic", dim=None, rho="0.05",
+                rho_schedule=None, lr=None, decay=0.6, rho_decay=0.6, iters=3000, runs=3, seed=0,
+                dtype="float64", out=None, require_theory=False, no_progress=True, lam=None, sigma=None,
+                beta=None, theta=None, lam_r=None, noise=None, m=None, base=None, sampling="full", batch=None)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+# one run per theorem under which its hypotheses hold; the observed verdict must agree with it
+EXERCISES = {
+    "khanh2024-sam-nonconvex": dict(problem="sinpl", dim=2, iters=20000),
+    "khanh2024-sam-convex": dict(iters=20000),
+    "khanh2024-usam": dict(method="usam", stepsize="constant", lr="0.5"),
+    "khanh2024-constant-sam-fails": dict(stepsize="constant", lr="0.5", iters=5000),
+    "oikonomou2025-pl-constant-usam": dict(method="usam", problem="least_squares", dim=20, stepsize="constant",
+                                           lr="theory", rho="theory"),
+    "oikonomou2025-pl-constant": dict(problem="least_squares", dim=20, stepsize="constant", lr="theory",
+                                      rho="theory"),
+    "oikonomou2025-pl-decreasing": dict(method="unified", lam="0.5", problem="least_squares", dim=20,
+                                        sampling="tau-nice", batch=10, stepsize="pl-decreasing",
+                                        lr="theory", rho="theory", iters=20000),
+    "derived-min-grad-bound": dict(problem="robust_regression", dim=5, iters=5000),
+    "derived-pl-bound": dict(method="usam", problem="sinpl", dim=3, lr="0.1", iters=5000),
+}
+
+
+def test_every_theorem_is_exercised():
+    assert set(EXERCISES) == {th.key for th in THEOREMS}
+
+
+@pytest.mark.parametrize("key", sorted(EXERCISES))
+def test_theorem_agrees_with_a_run_that_satisfies_it(key, tmp_path):
+    cfg = run_toy.configure(_flags(out=str(tmp_path), **EXERCISES[key]))
+    _, trace = run_toy.execute(cfg)
+    row = next(r for r in trace.theory if r["theorem"] == key)
+    assert row["holds"], row["failures"]
+    assert row["runs_agree"] == row["runs"] == 3, row["observed"]
+
+
+def test_require_theory_refuses_a_schedule_whose_hypotheses_fail(tmp_path, capsys):
+    flags = ["--stepsize", "constant", "--require-theory", "--out", str(tmp_path / "x")]
+    assert run_toy.main(flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sum t_k^2 < oo fails" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_check_schedule_cli(capsys):
+    assert check_schedule.main(["--method", "sam", "--stepsize", "0.1/(k+1)**0.6", "--rho",
+                                "0.05/(k+1)**0.5", "--L", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "APPLIES  khanh2024-sam-nonconvex" in out
+    assert check_schedule.main(["--method", "sam", "--stepsize", "0.1", "--rho", "0.05", "--L", "8"]) == 1
+    assert "x sum_t2_fin" in capsys.readouterr().out
+    assert check_schedule.main(["--method", "sam", "--stepsize", "0.1/(k", "--rho", "1", "--L", "8"]) == 2
