@@ -82,6 +82,18 @@ class Trace:
             yield head + [int(self.final_iter[r])] + [self.final[n][r] for n in NUMERIC] + [status]
 
 
+def table(traces) -> dict[str, np.ndarray]:
+    """The columns of one or several traces, as read_csv returns them (for plotting in memory)."""
+    rows = [row for trace in traces for row in trace.rows()]
+    cols = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
+    out = {name: np.array(cols[name], dtype=float) for name in NUMERIC}
+    for name in ("run", "iter"):
+        out[name] = np.array(cols[name], dtype=np.int64)
+    for name in ("method", "problem", "status"):
+        out[name] = np.array(cols[name], dtype=object)
+    return out
+
+
 def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return "" if np.isnan(v) else repr(float(v))

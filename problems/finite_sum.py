@@ -119,7 +119,8 @@ class LeastSquares(FiniteSum):
     """f(x) = (1/n) sum_i 1/2 (a_i^T x - b_i)^2 + reg/2 ||x||^2 with cond(A^T A) = cond.
 
     Oikonomou & Loizou (2025), Sec. 6: n = d = 100, condition number 10; b = A x_true + noise.
-    f*, x* come from the normal equations (exact up to round-off).
+    f*, x* come from the normal equations (exact up to round-off). ``row_spread`` > 1 rescales the
+    rows to norms spread over that ratio (unequal L_i, where importance sampling pays off).
     """
 
     name = "least_squares"
@@ -129,11 +130,14 @@ class LeastSquares(FiniteSum):
     box = (-1.0, 1.0)
 
     def __init__(self, dim: int = 100, n: int | None = None, cond: float = 10.0,
-                 reg: float = 0.0, noise: float = 0.1, data_seed: int = 0):
+                 reg: float = 0.0, noise: float = 0.1, data_seed: int = 0, row_spread: float = 1.0):
         super().__init__(dim)
         n = dim if n is None else n
         self.reg = reg
         A = _conditioned(n, dim, cond, data_seed)
+        if row_spread != 1.0:        # rows of unequal norms (ratio row_spread): unequal L_i
+            scales = np.geomspace(1.0, row_spread, n)
+            A = A * np.random.default_rng(data_seed + 2).permutation(scales)[:, None] / np.sqrt(np.mean(scales**2))
         rng = np.random.default_rng(data_seed + 1)
         b = A @ rng.standard_normal(dim) + noise * rng.standard_normal(n)
         self._set_data(A, b)
@@ -160,9 +164,10 @@ class Ridge(LeastSquares):
     name = "ridge"
     citation = "Oikonomou & Loizou (2025), Sec. 6: ridge regression, regularizer 3/n"
 
-    def __init__(self, dim: int = 100, n: int | None = None, cond: float = 10.0, data_seed: int = 0):
+    def __init__(self, dim: int = 100, n: int | None = None, cond: float = 10.0, data_seed: int = 0,
+                 row_spread: float = 1.0):
         n = dim if n is None else n
-        super().__init__(dim, n=n, cond=cond, reg=3.0 / n, data_seed=data_seed)
+        super().__init__(dim, n=n, cond=cond, reg=3.0 / n, data_seed=data_seed, row_spread=row_spread)
 
 
 class Logistic(FiniteSum):

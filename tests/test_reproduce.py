@@ -1,0 +1,45 @@
+"""Each claim of the reproduced papers, at --quick size, is a test (issue 6)."""
+import csv
+
+import pytest
+
+from experiments import reproduce
+
+PAPERS = ["khanh2024", "oikonomou2025"]
+CLAIMS = {"khanh2024": ["constant-step-sam-does-not-converge", "diminishing-step-sam-converges",
+                        "almost-constant-radius", "variants-converge", "inexactness-bounds"],
+          "oikonomou2025": ["unified-lambda-deterministic", "neighbourhood-shrinks-with-rho", "lambda-schedules",
+                            "decreasing-rule-beats-constant", "importance-sampling"]}
+
+
+@pytest.fixture(scope="module", params=PAPERS)
+def report(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    status = reproduce.main([request.param, "--quick", "--out", str(out)])
+    with open(out / "report.csv", newline="") as fh:
+        rows = {row["claim"]: row for row in csv.DictReader(fh)}
+    return request.param, out, status, rows
+
+
+def test_report_lists_every_claim_with_figures(report):
+    paper, out, status, rows = report
+    assert list(rows) == CLAIMS[paper]
+    assert (out / "report.md").read_text().count("PASS") >= len(rows)
+    for row in rows.values():
+        if row["figure"]:
+            assert (out / row["figure"]).stat().st_size > 10_000
+            assert (out / row["figure"].replace(".png", ".pdf")).exists()
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_claim_passes(report, index):
+    paper, _, status, rows = report
+    name = CLAIMS[paper][index]
+    assert rows[name]["result"] == "PASS", rows[name]["measured"]
+
+
+def test_unknown_paper_is_one_line_exit_2(capsys, tmp_path):
+    assert reproduce.main(["khanh2023", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'khanh2024'" in err[0]
+    assert not (tmp_path / "x").exists()
