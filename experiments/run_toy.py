@@ -343,7 +343,10 @@ def main(argv=None) -> int:
     paths = write_results(cfg, problem, trace, time.perf_counter() - start)
     print_table(cfg, trace)
     print("wrote " + ", ".join(str(p) for p in paths))
-    return 1 if all(s == "diverged" for s in trace.status) else 0
+    diverged = trace.status.count("diverged")
+    if diverged:
+        print(f"{diverged} of {trace.runs} runs diverged (exit status 3)")
+    return 3 if diverged else 0
 
 
 if __name__ == "__main__":

@@ -85,3 +85,13 @@ def test_figure_band_is_the_median_over_runs(tmp_path):
     ks, med, lo, hi = band(table, "grad_norm")
     at0 = table["grad_norm"][table["iter"] == 0]
     assert med[0] == pytest.approx(np.median(at0)) and lo[0] <= med[0] <= hi[0]
+
+
+def test_divergence_is_reported_and_the_other_runs_finish(tmp_path, capsys):
+    """Styblinski-Tang with a large step: runs blow up, are marked diverged; exit status 3."""
+    assert toy(tmp_path, "--problem", "styblinski_tang", "--lr", "0.5", "--iters", "200", "--runs", "4") == 3
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status_counts"].get("diverged", 0) >= 1
+    assert "runs diverged (exit status 3)" in capsys.readouterr().out
+    assert toy(tmp_path / "ok", "--problem", "styblinski_tang", "--lr", "0.001", "--iters", "200",
+               "--runs", "4") == 0
