@@ -56,6 +56,9 @@ class Trace:
     status: list = field(default_factory=list)   # per-run verdict status
     reason: list = field(default_factory=list)   # per-run verdict reason
     details: list = field(default_factory=list)  # per-run verdict numbers (dicts)
+    final_x: np.ndarray | None = None            # last iterates of the runs that did not diverge
+    final_runs: np.ndarray | None = None         # their run indices
+    theory: list = field(default_factory=list)   # theory-vs-observation rows (verdicts.theory_report)
 
     def __post_init__(self):
         for name in NUMERIC:
