@@ -1,0 +1,144 @@
+"""Simulate the SDE model of SGD, USAM, SAM or DNSAM (Compagnoni et al. 2023) next to the discrete
+method, and write the loss trajectories, a summary and a figure.
+
+examples:
+  python -m experiments.run_sde --method usam --eta 0.01 --rho 0.1 --problem iris
+  python -m experiments.run_sde --method sam --eta 0.05 --rho 0.5 --problem noisy_quadratic --paths 2000
+  python -m experiments.run_sde --method usam --eta 0.01 --rho 2.5 --problem saddle --time 60
+
+problems: noisy_quadratic (f_g = 1/2 (x - c_g)^T H (x - c_g), H = diag(1, 0.5), 4 centres),
+saddle (H = diag(1, -0.5, -2), full batch: the SDE is a flow), iris (linear MLP, batch 10),
+breast_cancer (tanh MLP, batch 20).
+
+Outputs under --out (default results/sde-<problem>-<method>): trajectories.csv (time, path, kind,
+loss), summary.json (config, provenance, mean final losses), figure.png/pdf.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.common import OneLineParser, check_writable, fail, positive
+
+PROBLEMS = ("noisy_quadratic", "saddle", "iris", "breast_cancer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m experiments.run_sde", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="sam", help="sgd, usam, sam or dnsam (default sam)")
+    p.add_argument("--eta", type=float, default=0.01, help="learning rate eta (default 0.01)")
+    p.add_argument("--rho", type=float, default=0.1, help="perturbation radius rho (default 0.1)")
+    p.add_argument("--problem", default="noisy_quadratic", help=f"one of: {', '.join(PROBLEMS)}")
+    p.add_argument("--time", type=float, default=None,
+                   help="horizon T = steps * eta (default: 3 for the MLPs, 2 noisy_quadratic, 30 saddle)")
+    p.add_argument("--dt", type=float, default=None, help="Euler-Maruyama step (default eta)")
+    p.add_argument("--paths", type=int, default=3, help="SDE paths = discrete runs (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of inits, batches and Brownian paths (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default results/sde-<problem>-<method>)")
+    return p
+
+
+def make_objective(name: str):
+    from convergence.errors import unknown
+    from problems.diagonal_net import MLPBatches, NoisyQuadratic
+    if name == "noisy_quadratic":
+        from experiments.papers.compagnoni2023 import WEAK_C, WEAK_H, WEAK_X0
+        obj = NoisyQuadratic(WEAK_H, WEAK_C)
+        return obj, lambda runs, seed: np.tile(WEAK_X0, (len(runs), 1))
+    if name == "saddle":
+        from experiments.papers.compagnoni2023 import SADDLE_EIG
+        obj = NoisyQuadratic.diagonal(SADDLE_EIG, np.zeros((1, len(SADDLE_EIG))))
+        return obj, lambda runs, seed: np.tile(np.full(len(SADDLE_EIG), 0.1), (len(runs), 1))
+    if name in ("iris", "breast_cancer"):
+        obj = getattr(MLPBatches, name)()
+        return obj, obj.init
+    raise unknown("problem", name, PROBLEMS)
+
+
+def configure(args) -> dict:
+    from convergence import sde
+    from convergence.errors import InputError
+    sde.check_method(args.method)
+    positive("--eta", args.eta)
+    positive("--rho", args.rho, allow_zero=True)
+    positive("--paths", args.paths, integer=True)
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    make_objective(args.problem)
+    T = args.time if args.time is not None else {"saddle": 30.0, "noisy_quadratic": 2.0}.get(args.problem, 3.0)
+    positive("--time", T)
+    dt = positive("--dt", args.dt) if args.dt is not None else args.eta
+    if T / args.eta > 1e6 or T / dt > 1e6:
+        raise InputError(f"--time {T} needs more than 10^6 steps: raise --eta/--dt or lower --time")
+    out = Path(args.out or f"results/sde-{args.problem}-{args.method}")
+    check_writable(out)
+    return {"method": args.method, "eta": args.eta, "rho": args.rho, "problem": args.problem, "time": T,
+            "dt": dt, "paths": args.paths, "seed": args.seed, "out": str(out)}
+
+
+def execute(cfg: dict):
+    from convergence import sde
+    obj, init = make_objective(cfg["problem"])
+    runs = np.arange(cfg["paths"])
+    X0 = init(runs, cfg["seed"])
+    steps = int(round(cfg["time"] / cfg["eta"]))
+    times = np.linspace(0, steps * cfg["eta"], 51)
+    t, vd, _ = sde.discrete(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps, seed=cfg["seed"], times=times)
+    _, vs, _ = sde.simulate(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps * cfg["eta"], dt=cfg["dt"],
+                            seed=cfg["seed"] + 1, times=times)
+    return t, vd, vs
+
+
+def write(cfg, t, vd, vs, seconds):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from convergence.trace import atomic_write, provenance, write_json
+    from figures.convergence import PALETTE, save
+    out = Path(cfg["out"])
+    buf = io.StringIO()
+    buf.write("time,path,kind,loss\n")
+    for kind, v in (("discrete", vd), ("sde", vs)):
+        for i, ti in enumerate(t):
+            for p in range(v.shape[1]):
+                buf.write(f"{ti:.10g},{p},{kind},{v[i, p]:.10g}\n")
+    atomic_write(out / "trajectories.csv", buf.getvalue())
+    fig, ax = plt.subplots(figsize=(4.4, 3.2))
+    for j, (kind, v) in enumerate((("discrete", vd), ("SDE", vs))):
+        ax.plot(t, v, color=PALETTE[j], lw=0.6, alpha=0.4)
+        ax.plot(t, v.mean(axis=1), color=PALETTE[j], lw=1.8, label=f"{kind} (mean of {v.shape[1]})")
+    positive_loss = bool(np.all(np.concatenate([vd.ravel(), vs.ravel()]) > 0))
+    ax.set(yscale="log" if positive_loss else "linear", xlabel=r"time $t = k\eta$", ylabel="loss f",
+           title=f"{cfg['method'].upper()} on {cfg['problem']}, eta={cfg['eta']}, rho={cfg['rho']}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False)
+    save(fig, out / "figure")
+    write_json(out / "summary.json", {"config": cfg, "seed": cfg["seed"], "provenance": provenance(),
+                                      "final_loss_discrete": float(vd[-1].mean()),
+                                      "final_loss_sde": float(vs[-1].mean()), "seconds": round(seconds, 3)})
+
+
+def main(argv=None) -> int:
+    from convergence.errors import InputError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = configure(args)
+    except InputError as err:
+        return fail(parser.prog, str(err))
+    start = time.time()
+    t, vd, vs = execute(cfg)
+    write(cfg, t, vd, vs, time.time() - start)
+    print(f"{cfg['method'].upper()} on {cfg['problem']}: final loss discrete {vd[-1].mean():.6g}, "
+          f"SDE {vs[-1].mean():.6g} (mean of {cfg['paths']}); wrote {cfg['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
