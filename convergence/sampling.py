@@ -14,11 +14,16 @@ from convergence.errors import InputError, unknown
 SAMPLE_STREAM = 3
 
 
+def _known(L):
+    """A smoothness constant, or None where there is none (L = inf: no bound on ||g - grad f||)."""
+    return L if L is not None and np.isfinite(L) else None
+
+
 class FullOracle:
     """The deterministic oracle: the sample S is the whole function."""
 
     def __init__(self, problem):
-        self.problem, self.L = problem, problem.L
+        self.problem, self.L = problem, _known(problem.L)
         self.grad = self.full_grad = problem.grad
 
     def split(self, m):
@@ -39,7 +44,7 @@ class SampleOracle:
     def __init__(self, problem, idx, weights, exact=False):
         self.problem, self.idx, self.weights, self.exact = problem, idx, weights, exact
         w = 1.0 if weights is None else weights
-        self.L = float(np.max(np.mean(w * problem.L_i[idx], axis=1))) if exact else None
+        self.L = _known(float(np.max(np.mean(w * problem.L_i[idx], axis=1)))) if exact else None
 
     def grad(self, y):
         idx = np.broadcast_to(self.idx, (len(y), self.idx.shape[1]))

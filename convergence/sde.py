@@ -7,6 +7,10 @@ The discrete methods, on f = (1/B) sum_g f_g with a batch g drawn uniformly each
               grad f_g / ||grad f_g|| (SAM), grad f_g / ||grad f|| (DNSAM: stochastic gradient,
               deterministic normalization).
 
+They are not implemented here: ``discrete`` runs the rules gd, usam, sam and dnsam of
+convergence.methods with the engine convergence.runner.run, through an adapter (``ObjectiveProblem``,
+``BatchSampler``: the oracle of step k is batch g = ``draw_batches(seed, path, k, B)``).
+
 Expanding grad f_g(x + rho v_g) = s_g(x) + O(rho^2) with s_g = grad f_g + rho H_g v_g, the SDE model
 of each method is the weak order-1 (in eta) stochastic modified equation of Li, Tai & E (2017)
 
@@ -42,7 +46,10 @@ from __future__ import annotations
 import numpy as np
 
 from convergence.errors import InputError, unknown
+from convergence.methods import Rule, make_method
 from convergence.random import normal, uniform
+from convergence.runner import run as engine
+from convergence.sampling import FullBatch
 
 METHODS = ("sgd", "usam", "sam", "dnsam")
 NOISE_STREAM = 41        # Brownian increments of the SDE
@@ -186,41 +193,122 @@ def draw_batches(seed: int, runs, k: int, B: int) -> np.ndarray:
     return np.minimum((uniform(seed, runs, SAMPLE_STREAM, k) * B).astype(int), B - 1)
 
 
-def discrete_step(obj, method: str, eta: float, rho, X: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """One step of the discrete method with batch g (P,): x - eta grad f_g(x + rho v_g(x))."""
-    check_method(method)
-    grad = obj.grad_at(X, g)
-    if method == "sgd":
-        return X - eta * grad
-    r = np.asarray(rho, dtype=float)
-    r = r[:, None] if r.ndim == 1 else r
-    if method == "usam":
-        v = grad
-    elif method == "sam":
-        v = _safe_div(grad, np.linalg.norm(grad, axis=-1, keepdims=True))
-    else:   # dnsam: normalized by the full gradient
-        full = obj.grads(X).mean(axis=1)
-        v = _safe_div(grad, np.linalg.norm(full, axis=-1, keepdims=True))
-    return X - eta * obj.grad_at(X + r * v, g)
+# --- the discrete methods, run by the engine (convergence.runner) with the rules of methods.py -------
+
+RULES = {"sgd": "gd", "usam": "usam", "sam": "sam", "dnsam": "dnsam"}     # SDE method -> methods.py rule
+
+
+class ObjectiveProblem:
+    """A BatchObjective seen as a Problem by the runner: f = obj.loss, grad f = mean of the batch
+    gradients (no f*, x* or smoothness constant)."""
+
+    name, f_star, L = "batch_objective", None, None
+
+    def __init__(self, obj):
+        self.obj, self.dim = obj, obj.dim
+
+    def f(self, X):
+        return self.obj.loss(X)
+
+    def grad(self, X):
+        return self.obj.grads(X).mean(axis=1)
+
+    def dist_to_opt(self, X):
+        return None
+
+
+class BatchOracle:
+    """The oracle of a step whose sample is batch g[p] for path p (methods.py contract)."""
+
+    L = None
+
+    def __init__(self, obj, g):
+        self.obj, self.g = obj, g
+
+    def grad(self, Y):
+        return self.obj.grad_at(Y, self.g)
+
+    def full_grad(self, Y):
+        return self.obj.grads(Y).mean(axis=1)
+
+    def split(self, m):
+        raise InputError("m-sharpness is not defined on a batch objective")
+
+
+class BatchSampler:
+    """Step k of the runner sees batch draw_batches(seed, paths[r], start + k, B) for its run r:
+    ``paths`` are the global path ids of the runner's runs and ``start`` the global index of its
+    first step, so a run split into segments draws the same batches as one run."""
+
+    name = "batch"
+
+    def __init__(self, obj, paths, start=0):
+        self.obj, self.paths, self.start = obj, np.asarray(paths), start
+
+    def oracle(self, problem, streams):
+        paths, B = self.paths[streams.runs], self.obj.n_batches
+        g = draw_batches(streams.seed, paths, self.start + streams.k, B) if B > 1 else np.zeros(len(paths), int)
+        return BatchOracle(self.obj, g)
+
+
+class PerRunRadius(Rule):
+    """A rule of methods.py with its own radius per run: the runner's (scalar) rho_k times
+    ``scale[r]`` for run r. Only the radius changes; the ascent direction is the wrapped rule's."""
+
+    def __init__(self, rule, scale):
+        self.rule, self.scale = rule, np.asarray(scale, dtype=float)
+        self.name, self.stateful = rule.name, rule.stateful
+
+    def init(self, x):
+        return self.rule.init(x)
+
+    def gradient(self, k, x, oracle, state, rho, rng):
+        return self.rule.gradient(k, x, oracle, state, rho * self.scale[rng.runs][:, None], rng)
+
+
+def run_recorded(problem, rule, step: float, rho, X0: np.ndarray, record, observe, seed: int = 0,
+                 sampler=None):
+    """convergence.runner.run from X0 (P, dim) with constant step size ``step`` and radius ``rho``
+    (a number or one value per run), returning ([observe(x_k) for k in record], x_K), K = max(record).
+
+    The run is split into segments between recording steps, each continuing from the last iterate;
+    ``sampler(start, runs)`` builds the sampler of the segment that starts at step ``start`` with the
+    global run ids ``runs`` (default: full batch). This is exact for rules without state or random
+    numbers of their own (gd, sam, usam, dnsam, msam) and samplers that use the global step and run
+    ids only. Runs the runner retires as diverged (|x| > 1e12, NaN) become NaN.
+    """
+    if rule.stateful:
+        raise InputError(f"run_recorded restarts the runner between records: '{rule.name}' keeps state")
+    X = np.array(X0, dtype=float)
+    scale = np.broadcast_to(np.asarray(rho, dtype=float), (len(X),))
+    sampler = sampler or (lambda start, runs: FullBatch())
+    alive, k, seen = np.arange(len(X)), 0, {}
+    for stop in np.unique(record):
+        if stop > k and len(alive):
+            trace = engine(problem, PerRunRadius(rule, scale[alive]), lambda j: step, lambda j: 1.0,
+                           int(stop - k), len(alive), seed, x0=X[alive], sampler=sampler(k, alive),
+                           grid=np.zeros(0, dtype=np.int64))
+            X[alive] = np.nan
+            alive = alive[trace.final_runs]
+            X[alive] = trace.final_x
+            k = stop
+        seen[stop] = observe(X)
+    return [seen[r] for r in record], X
 
 
 def discrete(obj, method: str, eta: float, rho, X0: np.ndarray, steps: int, seed: int = 0, runs=None,
              times=None, observe=None):
-    """The discrete method for ``steps`` steps; values recorded at times t = k eta like ``simulate``."""
-    X = np.array(X0, dtype=float)
-    runs = np.arange(len(X)) if runs is None else np.asarray(runs)
-    observe = observe or obj.loss
+    """The discrete method (methods.py rule "gd", "usam", "sam" or "dnsam", run by the engine with
+    batch g drawn by ``draw_batches``) for ``steps`` steps; values recorded at times t = k eta like
+    ``simulate``. ``rho`` is a number or one value per path."""
+    X0 = np.asarray(X0, dtype=float)
+    paths = np.arange(len(X0)) if runs is None else np.asarray(runs)
     times = np.linspace(0, steps * eta, 21) if times is None else np.asarray(times, dtype=float)
     at = _grid(times, steps, eta)
-    out = [None] * len(at)
-    for k in range(steps + 1):
-        for i in np.flatnonzero(at == k):
-            out[i] = observe(X)
-        if k == steps:
-            break
-        g = draw_batches(seed, runs, k, obj.n_batches) if obj.n_batches > 1 else np.zeros(len(X), int)
-        X = discrete_step(obj, method, eta, rho, X, g)
-    return at * eta, np.array(out), X
+    values, X = run_recorded(ObjectiveProblem(obj), make_method(RULES[check_method(method)]), eta, rho, X0,
+                             np.append(at, steps), observe or obj.loss, seed,
+                             lambda start, ids: BatchSampler(obj, paths[ids], start))
+    return at * eta, np.array(values[:-1]), X
 
 
 # --- exact moments for linear dynamics (SGD and USAM on a quadratic with noisy minimizers) ----------

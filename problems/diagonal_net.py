@@ -99,46 +99,31 @@ class DiagonalNet(Problem):
         return sp.Add(*terms) / (2 * self.n)
 
 
+METHODS = {"gd": ("gd", {}, 0.0), "nsam": ("usam", {}, 1.0), "1sam": ("msam", {"m": 1, "base": "usam"}, 2.0)}
+
+
 def train_diagonal_net(problem: DiagonalNet, method: str, gamma: float, rho, iters: int,
                        record=None, X0=None):
     """GD, n-SAM or 1-SAM on the diagonal network, batched over runs: ``rho`` is one radius per run
     (runs = len(rho)). Returns (record iterations, train losses, test losses (len, runs), X_final).
 
-    1-SAM uses the notebook's radius convention (ascent 2 rho grad l_k, see the module docstring).
+    The steps are the engine's (convergence.runner) with the rules of convergence.methods on the full
+    batch: gd, usam (n-SAM) and msam(m=1, base=usam) at radius 2 rho (1-SAM in the notebook's radius
+    convention, see the module docstring). Runs that diverge (|x| > 1e12) end as NaN.
     """
+    from convergence.methods import make_method
+    from convergence.sde import run_recorded
+    if method not in METHODS:
+        raise ValueError(f"unknown diagonal-net method {method!r}: gd, nsam or 1sam")
+    name, hyper, factor = METHODS[method]
     rho = np.atleast_1d(np.asarray(rho, dtype=float))
-    runs = len(rho)
-    X = problem.x0(runs) if X0 is None else np.array(X0, float)
+    X = problem.x0(len(rho)) if X0 is None else np.array(X0, float)
     record = np.unique(np.r_[0, np.geomspace(1, iters, 60).astype(int)]) if record is None else record
-    d, A, y, n = problem.d, problem.A, problem.y, problem.n
-    tr, te, it = [], [], []
-    j = 0
-    for k in range(iters + 1):
-        if j < len(record) and record[j] == k:
-            it.append(k)
-            tr.append(problem.f(X))
-            te.append(problem.test_loss(X))
-            j += 1
-        if k == iters:
-            break
-        if method == "gd":
-            G = problem.grad(X)
-        elif method == "nsam":
-            G = problem.grad(X + rho[:, None] * problem.grad(X))
-        elif method == "1sam":
-            u, v = X[:, :d], X[:, d:]
-            r = problem.residual(X)                                    # (runs, n)
-            s = 2 * rho[:, None, None] * r[:, :, None] * A[None]       # (runs, n, d)
-            uk, vk = u[:, None] + s * v[:, None], v[:, None] + s * u[:, None]
-            rk = np.einsum("rnd,nd->rn", uk * vk, A) - y               # residuals at the ascent points
-            gb = rk[:, :, None] * A[None]
-            G = np.concatenate([np.mean(gb * vk, axis=1), np.mean(gb * uk, axis=1)], axis=1)
-        else:
-            raise ValueError(f"unknown diagonal-net method {method!r}: gd, nsam or 1sam")
-        X = X - gamma * G
-        if not np.all(np.isfinite(X)):
-            X = np.where(np.isfinite(X), X, np.nan)
-    return np.array(it), np.array(tr), np.array(te), X
+    it = np.unique(np.asarray(record, dtype=np.int64))
+    it = it[it <= iters]
+    values, X = run_recorded(problem, make_method(name, **hyper), gamma, factor * rho, X,
+                             np.append(it, iters), lambda Y: (problem.f(Y), problem.test_loss(Y)))
+    return it, np.array([v[0] for v in values[:-1]]), np.array([v[1] for v in values[:-1]]), X
 
 
 # --- batch objectives for the SDE experiments (contract in convergence/sde.py) ---------------------
@@ -201,18 +186,19 @@ class MLPBatches:
 
     @classmethod
     def iris(cls, **kw):
-        from sklearn.datasets import load_iris
-        data = load_iris()
-        kw.setdefault("activation", "linear")
-        kw.setdefault("batch", 10)
-        return cls(data.data, data.target, **kw)
+        return cls._sklearn("load_iris", "linear", 10, **kw)
 
     @classmethod
     def breast_cancer(cls, **kw):
-        from sklearn.datasets import load_breast_cancer
-        data = load_breast_cancer()
-        kw.setdefault("activation", "tanh")
-        kw.setdefault("batch", 20)
+        return cls._sklearn("load_breast_cancer", "tanh", 20, **kw)
+
+    @classmethod
+    def _sklearn(cls, loader, activation, batch, **kw):
+        """A data set bundled with scikit-learn, with its default activation and batch size."""
+        import sklearn.datasets
+        data = getattr(sklearn.datasets, loader)()
+        kw.setdefault("activation", activation)
+        kw.setdefault("batch", batch)
         return cls(data.data, data.target, **kw)
 
     def init(self, runs, seed=0):

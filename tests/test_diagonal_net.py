@@ -46,6 +46,35 @@ def test_one_sam_step_equals_the_engines_m_sharpness_rule(net):
     assert np.allclose(X1, X - gamma * g, atol=1e-13)
 
 
+@pytest.mark.parametrize("method,rule,hyper,factor", [
+    ("gd", "gd", {}, 0.0), ("nsam", "usam", {}, 1.0), ("1sam", "msam", {"m": 1, "base": "usam"}, 2.0)])
+def test_training_is_the_engine_run(net, method, rule, hyper, factor):
+    """train_diagonal_net is convergence.runner.run (full batch, methods.py rules), recorded exactly:
+    its losses are f and the test loss of the engine's iterates at the record steps."""
+    from convergence.runner import run
+    from convergence.sampling import make_sampler
+    rho = np.array([0.05, 0.2])
+    it, tr, te, X = train_diagonal_net(net, method, 1 / 3, rho, 30, record=[0, 7, 30])
+    assert list(it) == [0, 7, 30]
+    for r in range(2):
+        for j, k in enumerate(it):
+            ref = run(net, make_method(rule, **hyper), lambda i: 1 / 3, lambda i: factor * rho[r], int(k), 1,
+                      x0=net.x0(1), sampler=make_sampler("full"), grid=[]).final_x
+            assert np.isclose(tr[j, r], net.f(ref)[0], rtol=1e-12) and np.isclose(te[j, r], net.test_loss(ref)[0], rtol=1e-12)
+        assert np.allclose(X[r], ref[0], rtol=1e-12, atol=0)
+
+
+def test_no_smoothness_bound_without_smoothness(net):
+    """L = L_i = inf: the oracles report no bound (None), so the runner records none and warns nothing."""
+    import warnings
+    from convergence.runner import run
+    assert FullOracle(net).L is None and all(c.L is None for c in FullOracle(net).split(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tr = run(net, make_method("gd"), lambda k: 0.1, lambda k: 0.1, 5, 1)
+    assert np.all(np.isnan(tr.data["err_bound"]))
+
+
 def test_reproduces_the_authors_notebook(net):
     """GD and 1-SAM (gamma = 10/d, alpha = 0.1, 10^4 steps) on the notebook's instance: its printed
     test losses 0.015747762611708224 and, at rho = 0.1, 0.0015235412218010903."""

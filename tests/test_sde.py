@@ -69,15 +69,42 @@ def test_one_euler_maruyama_step_by_hand(quad):
 
 
 def test_discrete_step_is_the_method(quad):
+    """One step of the discrete DNSAM (the engine with methods.py's rule) by hand, batch from draw_batches."""
     X = np.array([[2.0, -1.0], [0.5, 0.5]])
-    g = np.array([1, 3])
     rho, eta = 0.3, 0.1
-    out = sde.discrete_step(quad, "dnsam", eta, rho, X, g)
+    _, _, out = sde.discrete(quad, "dnsam", eta, rho, X, 1, seed=7, runs=[3, 9], times=[eta])
+    g = sde.draw_batches(7, [3, 9], 0, len(C))
     full = (X - C.mean(0)) @ H
     for p in range(2):
         gp = H @ (X[p] - C[g[p]])
         y = X[p] + rho * gp / np.linalg.norm(full[p])
-        assert np.allclose(out[p], X[p] - eta * H @ (y - C[g[p]]))
+        assert np.allclose(out[p], X[p] - eta * H @ (y - C[g[p]]), atol=1e-14)
+
+
+@pytest.mark.parametrize("method", ["sgd", "usam", "sam", "dnsam"])
+def test_discrete_is_the_engine_run(quad, method):
+    """discrete = convergence.runner.run with the methods.py rule and the batch sampler, however the
+    recording times split it, and with a radius per path = each path run alone at its radius."""
+    from convergence.methods import make_method
+    from convergence.runner import run
+    X0 = np.array([[2.0, -1.0], [0.5, 0.5], [-1.0, 1.5]])
+    rho = np.array([0.1, 0.3, 0.3])
+    paths = np.array([4, 0, 2])
+    _, v, X = sde.discrete(quad, method, 0.05, rho, X0, 40, seed=3, runs=paths, times=np.linspace(0, 2, 9))
+    for p in range(3):
+        tr = run(sde.ObjectiveProblem(quad), make_method(sde.RULES[method]), lambda k: 0.05,
+                 lambda k: rho[p], 40, 1, seed=3, x0=X0[p:p + 1], sampler=sde.BatchSampler(quad, paths[p:p + 1]))
+        assert np.allclose(tr.final_x[0], X[p], rtol=0, atol=1e-13)       # batched BLAS: round-off only
+        assert np.isclose(v[-1, p], quad.loss(X[p:p + 1])[0], rtol=1e-13) and v[0, p] == quad.loss(X0[p:p + 1])[0]
+
+
+def test_discrete_marks_diverged_paths_nan():
+    """Paths the engine retires (|x| > 1e12) end as NaN; the others are unaffected."""
+    obj = NoisyQuadratic.diagonal([1.0, -2.0], np.zeros((1, 2)))
+    X0 = np.array([[1.0, 1.0], [1.0, 0.0]])
+    _, v, X = sde.discrete(obj, "sgd", 0.5, 0.0, X0, 100, times=[0, 50])
+    assert np.all(np.isnan(X[0])) and np.allclose(X[1], [0.5**100, 0.0])
+    assert np.isnan(v[-1, 0]) and np.isfinite(v[-1, 1])
 
 
 def test_linear_moments_match_the_simulations(quad):

@@ -115,13 +115,15 @@ def claim_weak_error(out: Path, quick: bool) -> list[Claim]:
 
 
 def _saddle_flow(method, rho, x0, T, dt, eta=None):
-    """Full-batch flow (Euler, step dt) or discrete method (step eta) on f = 1/2 x^T H x: x(T)."""
+    """Full-batch flow (Euler, step dt) or discrete method (step eta) on f = 1/2 x^T H x: x(T), inf
+    for a discrete run that left the engine's range |x| <= 1e12 (an escape)."""
     obj = NoisyQuadratic.diagonal(SADDLE_EIG, np.zeros((1, len(SADDLE_EIG))))
     X0 = np.atleast_2d(x0)
     if eta is None:
         _, _, X = sde.simulate(obj, method, 0.0, rho, X0, T, dt=dt, times=[T])
     else:
         _, _, X = sde.discrete(obj, method, eta, rho, X0, int(round(T / eta)), times=[T])
+        X = np.where(np.isnan(X), np.inf, X)     # retired by the engine as diverged (|x| > 1e12): escaped
     return X
 
 
