@@ -1,0 +1,613 @@
+"""Run a grid of experiments (methods x stepsizes x radii x problems x seeds), resumably, in parallel.
+
+examples:
+  python -m experiments.sweep --methods sam,usam,fsam --stepsizes constant,diminishing \\
+      --problems quadratic,rosenbrock --seeds 0-4 --iters 20000 --jobs 2 --out results/sweep
+  python -m experiments.sweep --methods sam --rhos 0.01,0.05,0.1 --seeds 0-9 --backend ray --address auto
+  python -m experiments.sweep --kind cifar --models resnet18 --methods sam --stepsizes constant,diminish1 \\
+      --lrs 0.1 --seeds 0-2 --epochs 200 --backend ray --address auto --out results/cifar-sweep
+
+Each cell (one point of the grid) is one run_toy run (--runs random starts) written to
+OUT/cells/<cell>/: trace.csv, then summary.json (atomically; summary.json marks the cell complete).
+Killed at any moment (kill -9 included) and rerun with the same flags, the sweep skips the complete
+cells and recomputes the others; a cell whose files are truncated or edited is detected (checksum)
+and recomputed. At the end OUT/combined.csv holds every cell's trace rows, sorted by cell then run
+and iteration, with the columns of trace.csv plus stepsize, lr0, rho0, seed and cell; it is
+byte-identical to that of an uninterrupted run, with either backend. OUT/grid.png/pdf shows the
+median ||grad f|| per (problem, stepsize) panel and OUT/sweep.json the verdict counts per cell.
+
+Lists are comma-separated (commas inside parentheses belong to a schedule expression); seeds are
+ranges and lists, e.g. 0-4 or 0,3,7-9. Exit status: 0 done, 2 bad input (nothing run), 3 done but
+some runs diverged, 1 some cells failed (rerun to retry them).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from convergence.errors import InputError, unknown
+from experiments.common import OneLineParser, check_writable, fail, positive
+
+PROG = "python -m experiments.sweep"
+AXES = {"toy": ("problem", "method", "stepsize", "lr", "rho", "seed"),
+        "cifar": ("dataset", "model", "method", "stepsize", "lr", "rho", "seed")}
+ID_COLUMNS = {"lr": "lr0", "rho": "rho0"}       # trace.csv's rho is rho_k; the cell's is rho_0
+CIFAR_STEPSIZES = ("constant", "diminish1", "diminish2", "diminish3")
+CIFAR_TABLE = "metrics.csv"      # the per-epoch table run_cifar writes beside its summary.json
+CIFAR_DATASETS = ("cifar10", "cifar100")
+
+
+# ---------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its axis values (strings, seed an int) and the sweep's settings."""
+
+    kind: str
+    axes: tuple          # ((axis, value), ...) in AXES[kind] order
+    settings: tuple      # ((name, value), ...)
+
+    def __getitem__(self, axis):
+        return dict(self.axes)[axis]
+
+    @property
+    def spec(self) -> dict:
+        """What summary.json records of the cell; a rerun must find the same."""
+        return {"kind": self.kind, **dict(self.axes), **dict(self.settings)}
+
+    @property
+    def name(self) -> str:
+        """The cell's folder name, e.g. quadratic-sam-diminishing-rho0.05-seed0."""
+        prefix = {"lr": "lr", "rho": "rho", "seed": "seed"}
+        parts = [prefix.get(a, "") + str(v) for a, v in self.axes if not (a == "lr" and v == "1/L")]
+        slug = "-".join(_slug(p) for p in parts)
+        if slug != "-".join(parts):          # a lossy slug (schedule expressions): keep names unique
+            slug += "-" + hashlib.sha1(repr(self.axes).encode()).hexdigest()[:8]
+        return slug
+
+    @property
+    def sort_key(self) -> tuple:
+        return tuple(_sortable(v) for _, v in self.axes)
+
+
+def _sortable(value):
+    try:
+        return (0, float(value), str(value))
+    except ValueError:
+        return (1, 0.0, str(value))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:60]
+
+
+def split_list(text: str, flag: str) -> list[str]:
+    """'a,b,min(1,k)' -> ['a', 'b', 'min(1,k)']: commas inside parentheses stay; duplicates dropped."""
+    items, depth, cur = [], 0, ""
+    for c in text:
+        depth += (c == "(") - (c == ")")
+        if c == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += c
+    items.append(cur.strip())
+    if any(not item for item in items):
+        raise InputError(f"{flag} '{text}' has an empty entry: give a comma-separated list such as a,b")
+    return list(dict.fromkeys(items))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7-9' -> [0, 3, 7, 8, 9]."""
+    seeds = []
+    for item in split_list(text, "--seeds"):
+        lo, sep, hi = item.partition("-")
+        try:
+            a, b = (int(lo), int(hi)) if sep else (int(item), int(item))
+        except ValueError:
+            raise InputError(f"--seeds '{text}': '{item}' is not a seed or a range of seeds such as "
+                             f"0-4 (non-negative integers)") from None
+        if b < a:
+            raise InputError(f"--seeds '{text}': the range '{item}' goes down (did you mean {b}-{a}?)")
+        seeds.extend(range(a, b + 1))
+    return sorted(set(seeds))
+
+
+def _names(text: str, flag: str, kind: str, valid) -> list[str]:
+    names = split_list(text, flag)
+    for name in names:
+        if name not in valid:
+            raise unknown(kind, name, valid)
+    return names
+
+
+def _number_or(text: str, flag: str, words=()) -> str:
+    """A canonical string for a positive number (repr of the float), or one of ``words``."""
+    if text in words:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{flag} entry '{text}' must be a positive number"
+                         + (f" or one of {', '.join(words)}" if words else "")) from None
+    return repr(positive(flag, value))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kind", default="toy", choices=["toy", "cifar"],
+                   help="toy: run_toy cells (default); cifar: run_cifar cells (one GPU each)")
+    p.add_argument("--methods", default="sam", help="comma-separated methods (default sam)")
+    p.add_argument("--stepsizes", default=None,
+                   help="toy: constant, diminishing or expressions in k (default diminishing); "
+                        "cifar: constant, diminish1, diminish2, diminish3 (default constant)")
+    p.add_argument("--problems", default=None, help="toy: comma-separated problems (default quadratic)")
+    p.add_argument("--models", default=None, help="cifar: comma-separated models (default resnet18)")
+    p.add_argument("--datasets", default=None, help="cifar: cifar10 and/or cifar100 (default cifar10)")
+    p.add_argument("--rhos", default="0.05", help="comma-separated radii rho_0 (default 0.05)")
+    p.add_argument("--lrs", default=None, help="comma-separated step sizes t_0 (toy default 1/L, cifar 0.1)")
+    p.add_argument("--seeds", default="0", help="seeds: ranges and lists such as 0-4 or 0,3,7-9 (default 0)")
+    t = p.add_argument_group("toy cells (as run_toy)")
+    t.add_argument("--iters", type=int, default=100_000, help="iterations per run (default 100000)")
+    t.add_argument("--runs", type=int, default=16, help="random starts per cell (default 16)")
+    t.add_argument("--dim", type=int, default=None, help="dimension (default: each problem's own)")
+    t.add_argument("--decay", type=float, default=0.6, help="p of t_k = lr/(k+1)^p (default 0.6)")
+    t.add_argument("--rho-decay", type=float, default=0.6, help="q of rho_k = rho/(k+1)^q (default 0.6)")
+    t.add_argument("--sampling", default="full", help="full, tau-nice, importance or single (default full)")
+    t.add_argument("--batch", type=int, default=None, help="samples per step (default 1)")
+    t.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    c = p.add_argument_group("cifar cells (as run_cifar)")
+    c.add_argument("--epochs", type=int, default=200)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--weight-decay", type=float, default=1e-3)
+    c.add_argument("--momentum", type=float, default=0.0)
+    c.add_argument("--amp", action="store_true", help="bf16 autocast")
+    c.add_argument("--cifar-args", default="",
+                   help="more run_cifar flags for every cell, e.g. \"--limit-train 512 --device cpu\"")
+    x = p.add_argument_group("execution")
+    x.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: a process pool on this machine (default); ray: one Ray task per cell")
+    x.add_argument("--address", default=None,
+                   help="ray: the cluster to join ('auto', or host:port; default: a new local instance)")
+    x.add_argument("--jobs", type=int, default=None,
+                   help="local: worker processes (default 1); ray: CPUs of a new local instance")
+    x.add_argument("--out", default="results/sweep", help="output folder (default results/sweep)")
+    x.add_argument("--no-figure", action="store_true", help="skip the grid figure")
+    x.add_argument("--dry-run", action="store_true", help="list the cells (and commands), run nothing")
+    return p
+
+
+TOY_ONLY = ("problems", "iters", "runs", "dim", "decay", "rho_decay", "sampling", "batch", "dtype")
+CIFAR_ONLY = ("models", "datasets", "epochs", "batch_size", "weight_decay", "momentum", "amp", "cifar_args")
+
+
+def plan(args) -> list[Cell]:
+    """Validate the flags and return the grid's cells, sorted (raises InputError on bad input)."""
+    from convergence.methods import METHODS
+    defaults = build_parser().parse_args([])
+    for flag in (TOY_ONLY if args.kind == "cifar" else CIFAR_ONLY):
+        if getattr(args, flag) != getattr(defaults, flag):
+            raise InputError(f"--{flag.replace('_', '-')} applies to --kind "
+                             f"{'toy' if args.kind == 'cifar' else 'cifar'}, not --kind {args.kind}")
+    if args.address and args.backend != "ray":
+        raise InputError("--address applies to --backend ray")
+    if args.jobs is not None:
+        positive("--jobs", args.jobs, integer=True)
+    methods = _names(args.methods, "--methods", "method", list(METHODS))
+    words = ("theory",) if args.kind == "toy" else ()
+    rhos = [_number_or(r, "--rhos", words) for r in split_list(args.rhos, "--rhos")]
+    seeds = parse_seeds(args.seeds)
+    if args.kind == "toy":
+        from problems import PROBLEMS
+        datasets: list = []
+        first = _names(args.problems or "quadratic", "--problems", "problem", list(PROBLEMS))
+        stepsizes = split_list(args.stepsizes or "diminishing", "--stepsizes")
+        lrs = [_number_or(v, "--lrs", ("1/L", "theory")) for v in split_list(args.lrs or "1/L", "--lrs")]
+        positive("--iters", args.iters, integer=True)
+        positive("--runs", args.runs, integer=True)
+        settings = {"iters": args.iters, "runs": args.runs, "dim": args.dim, "decay": args.decay,
+                    "rho_decay": args.rho_decay, "sampling": args.sampling, "batch": args.batch,
+                    "dtype": args.dtype}
+    else:
+        first = split_list(args.models or "resnet18", "--models")
+        models = _cifar_models()
+        if models is not None:
+            first = _names(args.models or "resnet18", "--models", "model", models)
+        datasets = _names(args.datasets or "cifar10", "--datasets", "dataset", CIFAR_DATASETS)
+        stepsizes = _names(args.stepsizes or "constant", "--stepsizes", "CIFAR stepsize", CIFAR_STEPSIZES)
+        try:
+            extra = shlex.split(args.cifar_args)
+        except ValueError as err:
+            raise InputError(f"--cifar-args '{args.cifar_args}': {err}") from None
+        taken = {"--out", "--resume", "--model", "--dataset", "--method", "--rho", "--stepsize", "--lr",
+                 "--seed", "--epochs", "--batch-size", "--weight-decay", "--momentum", "--amp"}
+        clash = [a for a in extra if a.split("=")[0] in taken]
+        if clash:
+            raise InputError(f"--cifar-args may not set {clash[0]}: the sweep sets it (use its own flag)")
+        lrs = [_number_or(v, "--lrs") for v in split_list(args.lrs or "0.1", "--lrs")]
+        for flag in ("epochs", "batch_size"):
+            positive(f"--{flag.replace('_', '-')}", getattr(args, flag), integer=True)
+        positive("--weight-decay", args.weight_decay, allow_zero=True)
+        positive("--momentum", args.momentum, allow_zero=True)
+        settings = {"epochs": args.epochs, "batch_size": args.batch_size,
+                    "weight_decay": args.weight_decay, "momentum": args.momentum, "amp": args.amp,
+                    "cifar_args": extra}
+    check_writable(Path(args.out))
+    values = {"problem": first, "model": first, "dataset": datasets, "method": methods, "stepsize": stepsizes,
+              "lr": lrs, "rho": rhos, "seed": seeds}
+    axes = AXES[args.kind]
+    cells = [Cell(args.kind, tuple(zip(axes, combo)), tuple(settings.items()))
+             for combo in itertools.product(*[values[a] for a in axes])]
+    cells = sorted(cells, key=lambda c: c.sort_key)
+    if len({c.name for c in cells}) < len(cells):
+        raise InputError("two cells of this grid share a folder name: make the --stepsizes entries differ "
+                         "by more than punctuation")
+    return cells
+
+
+def _cifar_models():
+    """The deep-net model names (imports torch), or None without torch (run_cifar then checks)."""
+    try:
+        from convergence.deepnet.models import MODELS
+    except ImportError:
+        return None
+    return list(MODELS)
+
+
+# ---------------------------------------------------------------- cells
+def toy_config(cell: Cell, cell_dir: Path) -> tuple[dict, list[str]]:
+    """run_toy's validated config for a toy cell, through run_toy's own parser and configure().
+
+    Returns (config, warnings). The adapter builds run_toy's argv, so every check of run_toy applies.
+    """
+    from experiments import run_toy
+    s = dict(cell.settings)
+    argv = [f"--method={cell['method']}", f"--stepsize={cell['stepsize']}", f"--problem={cell['problem']}",
+            f"--rho={cell['rho']}", f"--iters={s['iters']}", f"--runs={s['runs']}", f"--seed={cell['seed']}",
+            f"--decay={s['decay']}", f"--rho-decay={s['rho_decay']}", f"--sampling={s['sampling']}",
+            f"--dtype={s['dtype']}", f"--out={cell_dir}", "--no-progress"]
+    if cell["lr"] != "1/L":
+        argv.append(f"--lr={cell['lr']}")
+    for name in ("dim", "batch"):
+        if s[name] is not None:
+            argv.append(f"--{name}={s[name]}")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            cfg = run_toy.configure(run_toy.build_parser().parse_args(argv))
+        except SystemExit:
+            raise InputError(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]) from None
+    warnings = [line.split("warning: ", 1)[-1] for line in err.getvalue().splitlines() if line.strip()]
+    return cfg, warnings
+
+
+def toy_cell(cfg: dict) -> dict:
+    """Run one toy cell (in a worker): its trace.csv text and summary, as run_toy would write them."""
+    import tempfile
+
+    from convergence.trace import write_csv
+    from experiments import run_toy
+    start = time.perf_counter()
+    problem, trace = run_toy.execute(cfg)
+    summary = run_toy.summary(cfg, problem, trace, time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_csv(Path(tmp) / "trace.csv", [trace])
+        text = (Path(tmp) / "trace.csv").read_text()
+    return {"trace": text, "summary": json.loads(json.dumps(summary, default=_json_default))}
+
+
+def _json_default(v):
+    from convergence.trace import _json_default as default
+    return default(v)
+
+
+def cifar_command(cell: Cell, cell_dir: Path) -> list[str]:
+    """The run_cifar command of a CIFAR cell (--resume: a killed cell continues from its checkpoint)."""
+    s = dict(cell.settings)
+    cmd = [sys.executable, "-m", "experiments.run_cifar", "--dataset", cell["dataset"], "--model", cell["model"],
+           "--method", cell["method"], "--rho", cell["rho"], "--stepsize", cell["stepsize"],
+           "--lr", cell["lr"], "--epochs", str(s["epochs"]), "--batch-size", str(s["batch_size"]),
+           "--weight-decay", repr(s["weight_decay"]), "--momentum", repr(s["momentum"]),
+           "--seed", str(cell["seed"])]
+    return cmd + (["--amp"] if s["amp"] else []) + list(s["cifar_args"]) + ["--no-progress", "--resume",
+                                                                             "--out", str(cell_dir)]
+
+
+def cifar_cell(command: list[str], cell_dir: str, gpus: int) -> dict:
+    """Run one CIFAR cell (in a worker) as a run_cifar subprocess; its summary.json marks it done.
+
+    Under Ray, CUDA_VISIBLE_DEVICES is set by Ray (num_gpus=1); in the local pool worker slot i takes
+    GPU i mod (GPUs on the machine).
+    """
+    import subprocess
+    env = dict(os.environ)
+    if gpus and "CUDA_VISIBLE_DEVICES" not in env:
+        env["CUDA_VISIBLE_DEVICES"] = str(int(env.get("SAMCONV_SLOT", "0")) % gpus)
+    cell = Path(cell_dir)
+    cell.mkdir(parents=True, exist_ok=True)
+    with open(cell / "log.txt", "ab") as log:
+        rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    if rc not in (0, 3):                                 # 3: trained to the end, but diverged
+        raise RuntimeError(f"run_cifar exited with status {rc}; see {cell / 'log.txt'}")
+    summary = _load_json(cell / "summary.json")
+    if summary is None:
+        raise RuntimeError(f"run_cifar finished without a valid {cell / 'summary.json'}")
+    return {"summary": summary}
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cell_state(cell: Cell, cell_dir: Path, out: Path) -> tuple[str, object]:
+    """('done', summary), ('todo', None) or ('corrupt', why). A cell of other settings: InputError."""
+    marker = cell_dir / ("summary.json" if cell.kind == "toy" else "cell.json")
+    if not marker.exists():
+        return "todo", None
+    record = _load_json(marker)
+    if not isinstance(record, dict) or not isinstance(record.get("sweep_cell"), dict):
+        return "corrupt", f"{marker.name} is not a valid sweep record (truncated?)"
+    if record["sweep_cell"] != cell.spec:
+        old = record["sweep_cell"]
+        diff = next(k for k in sorted(set(old) | set(cell.spec)) if old.get(k) != cell.spec.get(k))
+        raise InputError(f"{out} already holds cell {cell.name} computed with {diff}={old.get(diff)!r} "
+                         f"(now {cell.spec.get(diff)!r}): use another --out, or delete {cell_dir} to "
+                         f"recompute it")
+    if cell.kind == "cifar":
+        summary = _load_json(cell_dir / "summary.json")
+        return ("done", summary) if isinstance(summary, dict) else ("todo", None)
+    trace = cell_dir / "trace.csv"
+    if not trace.exists():
+        return "corrupt", "trace.csv is missing"
+    if _sha256(trace) != record.get("trace_sha256"):
+        return "corrupt", "trace.csv does not match the checksum in summary.json (truncated or edited)"
+    return "done", record
+
+
+def store(cell: Cell, cell_dir: Path, result: dict) -> dict:
+    """Write a toy cell's files: trace.csv, then summary.json (with the cell and the trace's checksum)."""
+    from convergence.trace import atomic_write, write_json
+    atomic_write(cell_dir / "trace.csv", result["trace"])
+    summary = {**result["summary"], "sweep_cell": cell.spec,
+               "trace_sha256": hashlib.sha256(result["trace"].encode()).hexdigest()}
+    write_json(cell_dir / "summary.json", summary)
+    return summary
+
+
+def _clean_temporaries(folder: Path) -> None:
+    """Remove the temporary files a killed atomic_write left behind (.NAME.XXXX.tmp)."""
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def status_counts(summary: dict) -> dict:
+    """Verdict counts of a cell: run_toy's status_counts, or run_cifar's single status."""
+    if isinstance(summary.get("status_counts"), dict):
+        return summary["status_counts"]
+    return {str(summary["status"]): 1} if summary.get("status") else {}
+
+
+def diverged_runs(summary: dict) -> int:
+    return int(status_counts(summary).get("diverged", 0))
+
+
+# ---------------------------------------------------------------- outputs
+def combine(out: Path, cells: list[Cell]) -> Path:
+    """OUT/combined.csv: each cell's trace rows (cells in sorted order) plus identifying columns."""
+    import tempfile
+    path = out / "combined.csv"
+    header = None
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".combined.csv.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            for cell in cells:
+                src = out / "cells" / cell.name / (CIFAR_TABLE if cell.kind == "cifar" else "trace.csv")
+                if not src.exists():
+                    continue
+                lines = src.read_text().split("\n")
+                if lines and lines[-1] == "":
+                    lines.pop()
+                cols = lines[0].split(",") if lines else []
+                ids = [(a, ID_COLUMNS.get(a, a)) for a, _ in cell.axes if ID_COLUMNS.get(a, a) not in cols]
+                head = ",".join(cols + [c for _, c in ids] + ["cell"])
+                if header is None:
+                    header = head
+                    fh.write(header + "\n")
+                elif head != header:
+                    raise InputError(f"{src} has the columns {lines[0]}, unlike the other cells'")
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow([cell[a] for a, _ in ids] + [cell.name])
+                suffix = "," + buf.getvalue() + "\n"
+                fh.writelines(line + suffix for line in lines[1:])
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def grid_figure(out: Path, cells: list[Cell]) -> list[Path]:
+    """Median ||grad f|| (10-90 % band, runs of all seeds pooled): a panel per (problem, stepsize),
+    a curve per (method, lr, rho)."""
+    import numpy as np
+
+    from convergence.trace import read_csv
+    from figures.convergence import PALETTE, band, plt, save
+    problems = list(dict.fromkeys(c["problem"] for c in cells))
+    stepsizes = list(dict.fromkeys(c["stepsize"] for c in cells))
+    curves = list(dict.fromkeys((c["method"], c["lr"], c["rho"]) for c in cells))
+    several = {i: len({k[i] for k in curves}) > 1 for i in (1, 2)}
+    fig, axes = plt.subplots(len(problems), len(stepsizes), squeeze=False,
+                             figsize=(3.4 * len(stepsizes), 2.8 * len(problems)))
+    for i, prob in enumerate(problems):
+        for j, step in enumerate(stepsizes):
+            ax = axes[i][j]
+            for n, key in enumerate(curves):
+                group = [c for c in cells if (c["problem"], c["stepsize"]) == (prob, step)
+                         and (c["method"], c["lr"], c["rho"]) == key]
+                tables = [read_csv(out / "cells" / c.name / "trace.csv") for c in group]
+                if not tables:
+                    continue
+                table = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
+                offset = np.cumsum([0] + [int(t["run"].max()) + 1 for t in tables[:-1]])
+                table["run"] = np.concatenate([t["run"] + o for t, o in zip(tables, offset)])
+                ks, med, lo, hi = band(table, "grad_norm")
+                ok = np.isfinite(med) & (med > 0)
+                label = key[0] + (f" t0={key[1]}" if several[1] else "") + (f" rho={key[2]}" if several[2] else "")
+                colour = PALETTE[n % len(PALETTE)]
+                ax.plot(ks[ok] + 1.0, med[ok], color=colour, lw=1.3, label=label)
+                ax.fill_between(ks[ok] + 1.0, np.maximum(lo[ok], 1e-300), hi[ok], color=colour, alpha=0.2, lw=0)
+            ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration $k + 1$",
+                   ylabel=r"$\|\nabla f(x_k)\|$" if j == 0 else None)
+            ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].legend(title="median, 10-90 %", frameon=False)
+    s = dict(cells[0].settings)
+    fig.suptitle(f"{s['iters']} iterations x {s['runs']} runs x {len({c['seed'] for c in cells})} seeds")
+    fig.tight_layout()
+    return save(fig, out / "grid")
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None) -> int:
+    from experiments import backends
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        cells = plan(args)
+        if args.backend == "ray":
+            backends.ray_module()
+        states, warnings, tasks = {}, {}, []
+        gpus = backends.gpu_count() if args.kind == "cifar" and args.backend == "local" else 0
+        for cell in cells:
+            cell_dir = out / "cells" / cell.name
+            states[cell.name] = cell_state(cell, cell_dir, out)
+            if args.kind == "toy":
+                try:
+                    cfg, warns = toy_config(cell, cell_dir)
+                except InputError as err:
+                    raise InputError(f"{err} (cell {cell.name})") from None
+                if warns:
+                    warnings.setdefault(cell.name, warns[0])
+                task_args = (cfg,)
+            else:
+                task_args = (cifar_command(cell, cell_dir), str(cell_dir), gpus)
+            if states[cell.name][0] != "done":
+                fn = toy_cell if args.kind == "toy" else cifar_cell
+                tasks.append(backends.Task(cell.name, fn, task_args, gpu=args.kind == "cifar"))
+    except InputError as err:
+        return fail("sweep", str(err))
+    if warnings:
+        first, why = next(iter(warnings.items()))
+        print(f"sweep: note: {len(warnings)} of {len(cells)} cells run outside the hypotheses of every "
+              f"convergence theorem (e.g. {first}: {why.split(';')[0]}); see 'theory' in their "
+              f"summary.json", file=sys.stderr)
+    if args.dry_run:
+        for cell in cells:
+            state = states[cell.name][0]
+            extra = " ".join(cifar_command(cell, out / "cells" / cell.name)) if cell.kind == "cifar" else ""
+            print(f"{cell.name}: {state}" + (f": {extra}" if extra else ""))
+        return 0
+    try:
+        ray = backends.connect_ray(args.address, args.jobs) if args.backend == "ray" else None
+    except InputError as err:
+        return fail("sweep", str(err))
+    return _execute(args, out, cells, states, tasks, ray)
+
+
+def _execute(args, out: Path, cells, states, tasks, ray) -> int:
+    """Hold OUT/.sweep.lock (released by the kernel even on kill -9) while the grid runs."""
+    import fcntl
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".sweep.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if ray is not None:
+                ray.shutdown()
+            return fail("sweep", f"another sweep is writing to {out}: wait for it or use another --out")
+        return _run_grid(args, out, cells, states, tasks, ray)
+
+
+def _run_grid(args, out: Path, cells, states, tasks, ray) -> int:
+    from convergence.trace import write_json
+    from experiments import backends
+    start = time.perf_counter()
+    by_name = {c.name: c for c in cells}
+    summaries = {name: s[1] for name, s in states.items() if s[0] == "done"}
+    for name, (state, why) in states.items():
+        if state == "corrupt":
+            print(f"sweep: cell {name}: {why}; recomputing it", file=sys.stderr)
+    _clean_temporaries(out)
+    for task in tasks:
+        _clean_temporaries(out / "cells" / task.key)
+        if args.kind == "cifar":
+            write_json(out / "cells" / task.key / "cell.json", {"sweep_cell": by_name[task.key].spec})
+    print(f"sweep: {len(cells)} cells, {len(summaries)} already complete, {len(tasks)} to run "
+          f"({args.backend} backend{f', {args.jobs} jobs' if args.jobs else ''})", flush=True)
+    failed = []
+    results = (backends.run_ray(tasks, ray) if ray is not None else backends.run_local(tasks, args.jobs or 1))
+    try:
+        for n, (name, ok, value) in enumerate(results, 1):
+            cell = by_name[name]
+            if not ok:
+                failed.append(name)
+                print(f"[{n}/{len(tasks)}] {name}: FAILED: {value}", flush=True)
+                continue
+            summary = store(cell, out / "cells" / name, value) if cell.kind == "toy" else value["summary"]
+            summaries[name] = summary
+            counts = status_counts(summary)
+            text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "done"
+            print(f"[{n}/{len(tasks)}] {name}: {text}", flush=True)
+    except KeyboardInterrupt:
+        print(f"sweep: interrupted; {len(summaries)} of {len(cells)} cells complete: rerun the same "
+              f"command to resume", file=sys.stderr)
+        return 130
+    if failed:
+        print(f"sweep: {len(failed)} of {len(cells)} cells failed ({', '.join(failed[:5])}"
+              f"{', ...' if len(failed) > 5 else ''}); rerun the same command to retry them", file=sys.stderr)
+        return 1
+    paths = [combine(out, cells)]
+    if cells[0].kind == "toy" and not args.no_figure:
+        paths += grid_figure(out, cells)
+    totals: dict = {}
+    for s in summaries.values():
+        for k, v in status_counts(s).items():
+            totals[k] = totals.get(k, 0) + v
+    diverged = {c.name: diverged_runs(summaries[c.name]) for c in cells if diverged_runs(summaries[c.name])}
+    write_json(out / "sweep.json", {
+        "cells": [{"cell": c.name, **c.spec, "status_counts": status_counts(summaries[c.name])}
+                  for c in cells],
+        "status_counts": totals, "diverged_runs": sum(diverged.values()), "diverged_cells": sorted(diverged)})
+    paths.append(out / "sweep.json")
+    print(f"sweep: {len(cells)} cells done in {time.perf_counter() - start:.1f} s; verdicts: "
+          + ", ".join(f"{v} {k}" for k, v in sorted(totals.items())))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    if diverged:
+        print(f"{sum(diverged.values())} runs diverged in {len(diverged)} of {len(cells)} cells: "
+              + ", ".join(f"{k} ({v})" for k, v in diverged.items()) + " (exit status 3)")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
