@@ -99,3 +99,34 @@ def test_run_cifar_bad_input_is_one_line_exit_2(tmp_path):
                            "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "resnet18" in proc.stderr and not (tmp_path / "x").exists()
+
+
+def _tiny_data():
+    from convergence.deepnet.data import Arrays
+    rng = np.random.default_rng(0)
+    return Arrays("cifar10", rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64),
+                  rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32),
+                  tuple(str(i) for i in range(10)))
+
+
+def _cfg(out, epochs, resume=False):
+    from convergence.deepnet.train import TrainConfig
+    return TrainConfig(model="tiny", epochs=epochs, batch_size=16, out=str(out), resume=resume, device="cpu",
+                       probe_size=32, dnsam_size=16, progress=False, tensorboard=False, stepsize="diminish1")
+
+
+def test_resume_is_bit_identical_and_a_corrupt_checkpoint_is_refused(tmp_path):
+    from convergence.deepnet.train import train
+    from convergence.errors import InputError
+    straight = train(_cfg(tmp_path / "a", 2), data=_tiny_data())
+    train(_cfg(tmp_path / "b", 1), data=_tiny_data())
+    resumed = train(_cfg(tmp_path / "b", 2, resume=True), data=_tiny_data())
+    assert (tmp_path / "a" / "metrics.csv").read_text().splitlines()[1:] != []
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert straight.keys() == resumed.keys()
+    ckpt = tmp_path / "b" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])                     # truncated
+    with pytest.raises(InputError, match="is corrupt or unreadable"):
+        train(_cfg(tmp_path / "b", 3, resume=True), data=_tiny_data())

@@ -210,7 +210,11 @@ def train(cfg: TrainConfig, data=None) -> dict:
     rows, start = [], 0
     ckpt = out / "checkpoint.pt"
     if cfg.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        try:
+            state = torch.load(ckpt, map_location=device, weights_only=True)
+        except Exception as err:      # truncated, not a checkpoint, or written by another program
+            raise InputError(f"--resume: {ckpt} is corrupt or unreadable ({type(err).__name__}): delete it "
+                             f"to start over, or choose another --out") from None
         mine = _resume_view(cfg, world)
         for key in mine:
             if state["config"].get(key) != mine[key]:
