@@ -219,3 +219,18 @@ def make_method(name: str, **hyper) -> Rule:
         raise InputError(f"{', '.join('--' + h.replace('_', '-') for h in sorted(extra))} does not apply to "
                          f"method '{name}' (its options: {accepted})")
     return cls(**hyper)
+
+
+def method_options(options: dict) -> dict:
+    """Method options as the rules take them: --lam may be a number, '1/t', '1-1/t' (Oikonomou &
+    Loizou's schedules, t = k + 1) or an expression in k."""
+    from convergence.schedules import Schedule, k, parse_expression
+    out = dict(options)
+    if "lam" in out:
+        text = str(out["lam"])
+        try:
+            out["lam"] = float(text)
+        except ValueError:
+            expr = {"1/t": 1 / (k + 1), "1-1/t": 1 - 1 / (k + 1)}.get(text.replace(" ", ""))
+            out["lam"] = Schedule(parse_expression(text) if expr is None else expr, text)
+    return out

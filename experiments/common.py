@@ -43,3 +43,19 @@ def check_writable(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise InputError(f"cannot write to --out {out}: choose a writable folder")
+
+
+METHOD_FLAGS = ("lam", "sigma", "beta", "theta", "lam_r", "noise", "m", "base")
+
+
+def add_method_flags(parser) -> None:
+    """The method options of convergence.methods as CLI flags (each refused for other methods)."""
+    m = parser.add_argument_group("method options (each applies to the methods named)")
+    m.add_argument("--lam", default=None, help="unified: lambda in [0, 1], or '1/t', '1-1/t', an expression in k (0.5)")
+    m.add_argument("--sigma", type=float, default=None, help="fsam: weight of the EMA removed (1.0)")
+    m.add_argument("--beta", type=float, default=None, help="fsam: EMA factor (0.9)")
+    m.add_argument("--theta", type=float, default=None, help="vasso: weight of the new gradient (0.9)")
+    m.add_argument("--lam-r", type=float, default=None, help="rsam: weight of the gradient at x + delta (2.0)")
+    m.add_argument("--noise", type=float, default=None, help="rsam: std of the random point delta (0.01)")
+    m.add_argument("--m", type=int, default=None, help="msam: examples per chunk (1)")
+    m.add_argument("--base", default=None, help="msam: rule of each chunk, sam or usam (sam)")

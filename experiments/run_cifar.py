@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from experiments.common import OneLineParser, check_writable, fail, positive
+from convergence.methods import method_options
+from experiments.common import METHOD_FLAGS, OneLineParser, add_method_flags, check_writable, fail, positive
 
 PROG = "python -m experiments.run_cifar"
 
@@ -63,19 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "m-sharpness, m = per-process batch) (default global)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard logs even if installed")
-    m = p.add_argument_group("method options (each applies to the methods named)")
-    m.add_argument("--lam", default=None, help="unified: lambda in [0, 1], or '1/t', '1-1/t' (0.5)")
-    m.add_argument("--sigma", type=float, default=None, help="fsam: weight of the EMA removed (1.0)")
-    m.add_argument("--beta", type=float, default=None, help="fsam: EMA factor (0.9)")
-    m.add_argument("--theta", type=float, default=None, help="vasso: weight of the new gradient (0.9)")
-    m.add_argument("--lam-r", type=float, default=None, help="rsam: weight of the gradient at x + delta (2.0)")
-    m.add_argument("--noise", type=float, default=None, help="rsam: std of the random point delta (0.01)")
-    m.add_argument("--m", type=int, default=None, help="msam: examples per chunk (1)")
-    m.add_argument("--base", default=None, help="msam: rule of each chunk, sam or usam (sam)")
+    add_method_flags(p)
     return p
-
-
-METHOD_FLAGS = ("lam", "sigma", "beta", "theta", "lam_r", "noise", "m", "base")
 
 
 def configure(args):
@@ -85,7 +75,7 @@ def configure(args):
     try:
         from convergence.deepnet.models import MODELS
         from convergence.deepnet.schedules import CIFAR_SCHEDULES
-        from convergence.deepnet.train import TrainConfig, rule_options as _rule_options
+        from convergence.deepnet.train import TrainConfig
     except ImportError as exc:
         raise InputError(f"run_cifar needs torch ({exc}): pip install -e \".[deepnet]\"") from None
     if args.model not in MODELS:
@@ -114,7 +104,7 @@ def configure(args):
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {args.device}")
     options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
-    rule_options = _rule_options(options)
+    rule_options = method_options(options)
     make_method(args.method, **rule_options)                         # unknown names, foreign flags
     if args.method == "msam":
         world = int(os.environ.get("WORLD_SIZE", "1"))

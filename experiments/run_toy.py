@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.common import OneLineParser, check_writable, fail, positive
+from convergence.methods import method_options
+from experiments.common import METHOD_FLAGS, OneLineParser, add_method_flags, check_writable, fail, positive
 
 DEFAULT_DECAY = 0.6
 
@@ -56,15 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=16, help="independent runs, random starts (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of starts and samples (default 0)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    m = p.add_argument_group("method options (each applies to the methods named)")
-    m.add_argument("--lam", default=None, help="unified: lambda in [0, 1], or '1/t', '1-1/t', an expression in k (0.5)")
-    m.add_argument("--sigma", type=float, default=None, help="fsam: weight of the EMA removed (1.0)")
-    m.add_argument("--beta", type=float, default=None, help="fsam: EMA factor (0.9)")
-    m.add_argument("--theta", type=float, default=None, help="vasso: weight of the new gradient (0.9)")
-    m.add_argument("--lam-r", type=float, default=None, help="rsam: weight of the gradient at x + delta (2.0)")
-    m.add_argument("--noise", type=float, default=None, help="rsam: std of the random point delta (0.01)")
-    m.add_argument("--m", type=int, default=None, help="msam: examples per chunk (1)")
-    m.add_argument("--base", default=None, help="msam: rule of each chunk, sam or usam (sam)")
+    add_method_flags(p)
     s = p.add_argument_group("stochastic finite sums")
     s.add_argument("--sampling", default="full", help="full, tau-nice, importance or single (default full)")
     s.add_argument("--batch", type=int, default=None, help="samples per step (tau of tau-nice; default 1)")
@@ -73,9 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse (exit 2) a schedule under which no convergence theorem covers the run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-METHOD_FLAGS = ("lam", "sigma", "beta", "theta", "lam_r", "noise", "m", "base")
 
 
 def configure(args) -> dict:
@@ -94,7 +84,7 @@ def configure(args) -> dict:
         positive("--dim", args.dim, integer=True)
     problem = make_problem(args.problem, args.dim)
     options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
-    rule = make_method(args.method, **_method_options(options))
+    rule = make_method(args.method, **method_options(options))
     dry_run(problem, rule, make_sampler(args.sampling, args.batch, problem))
     rho_schedule = args.rho_schedule or {"constant": "constant", "pl-decreasing": "pl-decreasing"}.get(
         args.stepsize, "diminishing")
@@ -124,20 +114,6 @@ def dry_run(problem, rule, sampler) -> None:
     rule.gradient(0, x, sampler.oracle(problem, streams), rule.init(x), 0.0, streams)
 
 
-def _method_options(options: dict) -> dict:
-    """Method options as the rule takes them: --lam may be a schedule ('1/t', '1-1/t', expression)."""
-    from convergence.schedules import Schedule, k, parse_expression
-    out = dict(options)
-    if "lam" in out:
-        text = str(out["lam"])
-        try:
-            out["lam"] = float(text)
-        except ValueError:
-            expr = {"1/t": 1 / (k + 1), "1-1/t": 1 - 1 / (k + 1)}.get(text.replace(" ", ""))
-            out["lam"] = Schedule(parse_expression(text) if expr is None else expr, text)
-    return out
-
-
 CONVERGENCE = ("grad_to_zero", "linear", "rate_1_over_k")
 
 
@@ -145,7 +121,7 @@ def theory_rows(cfg, problem, rule, t, r, trace=None):
     """The theory report of a config (with observations when a trace is given)."""
     from convergence.sampling import make_sampler
     from convergence.verdicts import theory_report
-    lam = _method_options(cfg["method_options"]).get("lam", 0.5) if cfg["method"] == "unified" else None
+    lam = method_options(cfg["method_options"]).get("lam", 0.5) if cfg["method"] == "unified" else None
     sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
     return theory_report(problem, rule, lam, t, r, sampler, trace, _ol_steps(cfg, problem))
 
@@ -256,7 +232,7 @@ def execute(cfg: dict, progress: bool = False):
     problem = make_problem(cfg["problem"], cfg["dim"])
     t, r = schedules(cfg)
     sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
-    rule = make_method(cfg["method"], **_method_options(cfg["method_options"]))
+    rule = make_method(cfg["method"], **method_options(cfg["method_options"]))
     trace = run(problem, rule, t, r, cfg["iters"], cfg["runs"], cfg["seed"], sampler=sampler,
                 dtype=np.dtype(cfg["dtype"]).type, progress=progress)
     assess(trace)

@@ -33,6 +33,7 @@ from convergence.deepnet.optim import SAMFamily, freeze_bn_stats
 from convergence.deepnet.paramvec import ParamVec
 from convergence.deepnet.schedules import cifar_schedule
 from convergence.errors import InputError
+from convergence.methods import method_options
 from convergence.trace import atomic_write, provenance, write_json
 
 COLUMNS = ("epoch", "lr", "rho", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_est",
@@ -75,21 +76,6 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def rule_options(options: dict) -> dict:
-    """Method options as the rule takes them: --lam may be '1/t', '1-1/t' or an expression in k
-    (as in run_toy)."""
-    from convergence.schedules import Schedule, k, parse_expression
-    out = dict(options)
-    if "lam" in out:
-        text = str(out["lam"])
-        try:
-            out["lam"] = float(text)
-        except ValueError:
-            expr = {"1/t": 1 / (k + 1), "1-1/t": 1 - 1 / (k + 1)}.get(text.replace(" ", ""))
-            out["lam"] = Schedule(parse_expression(text) if expr is None else expr, text)
-    return out
-
-
 def setup_distributed(device: str):
     """(rank, world, device): torchrun's environment when present, else one process."""
     import torch.distributed as dist
@@ -197,7 +183,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     model = make_model(cfg.model, len(data.classes)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = SAMFamily(model.parameters(), torch.optim.SGD, method=cfg.method, rho=cfg.rho,
-                    method_options=rule_options(cfg.method_options), model=model, seed=cfg.seed,
+                    method_options=method_options(cfg.method_options), model=model, seed=cfg.seed,
                     distributed=cfg.ddp_perturbation if world > 1 else None,
                     max_grad_norm=cfg.max_grad_norm, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
