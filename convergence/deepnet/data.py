@@ -121,6 +121,10 @@ def load_cifar10(path=None, cache_dir=None, limit_train: int | None = None,
     must still exist. A limited load uses the cache when present, else decodes only the images it
     needs (nothing cached).
     """
+    nc = len(CIFAR10_CLASSES)
+    for flag, n, split in (("--limit-train", limit_train, "train"), ("--limit-test", limit_test, "test")):
+        if n is not None and not 0 < n <= CIFAR10_SIZES[split] * nc:
+            raise InputError(f"{flag} {n} must lie in [1, {CIFAR10_SIZES[split] * nc}] (CIFAR-10 {split} images)")
     explicit = bool(path or os.environ.get("SAMCONV_CIFAR10"))
     path = Path(path) if path else default_cifar10_path()
     if explicit and not path.is_file():          # a path the user named must exist, cache or not
@@ -132,7 +136,6 @@ def load_cifar10(path=None, cache_dir=None, limit_train: int | None = None,
     if data is None:
         _check_archive(path)
         if limit_train is not None or limit_test is not None:
-            nc = len(CIFAR10_CLASSES)
             per_class = {s: -(-n // nc) for s, n in limits.items() if n is not None}
             data = decode_cifar10(path, per_class)
         else:

@@ -4,7 +4,9 @@
 
 The rule (SAM, USAM, Unified SAM, F-SAM, VaSSO, RSAM, DNSAM, m-SAM, ...) builds d_k and g_k from a
 gradient oracle over this step's batch, exactly as in the numpy runner; the parameters are restored to
-x_k and the wrapped base optimizer (SGD, ...) takes its step with g_k in ``p.grad``.
+x_k and the wrapped base optimizer (SGD, ...) takes its step with g_k in ``p.grad``. Moving the
+parameters to a perturbed point and back re-points ``p.data`` at other tensors (no copies, exact);
+vector arithmetic is ``torch._foreach_*`` (ParamVec), so no Python loop over parameters does math.
 
     opt = SAMFamily(model.parameters(), torch.optim.SGD, method="sam", rho=0.05, lr=0.1, model=model)
     def closure(inputs, targets):                 # forward + backward, no zero_grad needed
@@ -139,8 +141,10 @@ class _StepContext:
         self.first_loss = None
 
     def move_to(self, y: ParamVec) -> None:
+        """Let the parameters hold y by pointing them at y's tensors (no copy; exact)."""
         if y is not self.current:
-            torch._foreach_copy_(self.params, y.tensors)
+            for p, t in zip(self.params, y.tensors):
+                p.data = t
             self.current = y
 
     def gradient(self, fn, args, primary: bool, frozen: bool = False) -> ParamVec:
@@ -216,6 +220,26 @@ class _GivenOracle:
 
 
 # ----------------------------------------------------------------------------------------- optimizer
+def _point(params) -> ParamVec:
+    """x_k as a ParamVec over the parameters' current storage (no copy). The oracles move the
+    parameters by pointing them at other tensors and back, so x_k's tensors stay unchanged during
+    the step; the base optimizer then updates them in place."""
+    return ParamVec([p.data for p in params])
+
+
+def _unshare(state, x: ParamVec):
+    """A rule's new state with any vector that shares x_k's storage copied (the base step is about
+    to update that storage in place). No rule of methods.py keeps x_k; this keeps future ones safe."""
+    ids = {id(t) for t in x.tensors}
+    if isinstance(state, ParamVec):
+        return state.clone() if any(id(t) in ids for t in state.tensors) else state
+    if isinstance(state, (tuple, list)):
+        return type(state)(_unshare(s, x) for s in state)
+    if isinstance(state, dict):
+        return {k: _unshare(v, x) for k, v in state.items()}
+    return state
+
+
 def _pack(state):
     if isinstance(state, ParamVec):
         return {"__paramvec__": list(state.tensors)}
@@ -333,7 +357,7 @@ class SAMFamily(torch.optim.Optimizer):
             raise RuntimeError("SAMFamily.step needs a closure that runs forward and backward "
                                "(or use first_step()/second_step())")
         params = self._params()
-        x = ParamVec.of_params(params)
+        x = _point(params)
         state = self._state(x)
         reduce_each = self._reduce if self.distributed == "global" else None
         ctx = self._ctx = _StepContext(params, x, closure, full_closure, self.model, reduce_each)
@@ -343,6 +367,7 @@ class SAMFamily(torch.optim.Optimizer):
         finally:
             ctx.move_to(x)
             self._ctx = None
+        state = _unshare(state, x)
         if self.distributed == "local":
             g = self._reduce(g)
         self._descend(params, g, state)
@@ -353,7 +378,7 @@ class SAMFamily(torch.optim.Optimizer):
         """g_k of the rule at the current parameters, without stepping, changing the rule's state or
         BatchNorm statistics, and without communication (for probes: ||g_k - grad f||)."""
         params = self._params()
-        x = ParamVec.of_params(params)
+        x = _point(params)
         ctx = _StepContext(params, x, closure, full_closure, self.model, None, freeze_all=True)
         try:
             g, _, _ = self.rule.gradient(self.k, x, BatchOracle(ctx, self._as_batch(batch)),
@@ -370,7 +395,7 @@ class SAMFamily(torch.optim.Optimizer):
         if type(self.rule).gradient is not Rule.gradient:
             raise InputError(f"method '{self.rule.name}' computes its own gradients: use step(closure, batch=...)")
         params = self._params()
-        x = ParamVec.of_params(params)
+        x = _point(params)
         g = ParamVec([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
         for p in params:
             p.grad = None
@@ -380,7 +405,7 @@ class SAMFamily(torch.optim.Optimizer):
         d, state = self.rule.direction(self.k, x, _GivenOracle(self.rule.name, ctx, g), self._state(x),
                                        self._streams())
         ctx.move_to(x + self.rho * d)
-        self._pending = (params, x, state)
+        self._pending = (params, x, _unshare(state, x))
         if zero_grad:
             self.zero_grad()
 
@@ -393,7 +418,8 @@ class SAMFamily(torch.optim.Optimizer):
         params, x, state = self._pending
         self._pending = None
         g = ParamVec([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
-        x.copy_to(params)
+        for p, t in zip(params, x.tensors):
+            p.data = t
         if self.distributed is not None:
             g = self._reduce(g)
         self._descend(params, g, state)

@@ -1,0 +1,193 @@
+"""Sweep learning-rate schedules x seeds with run_cifar, then tabulate the final test accuracy (mean
++- 95 % CI over seeds, as in the fundamental-SAM paper's tables) and plot ||grad f|| per epoch.
+
+examples:
+  python -m experiments.cifar_table --schedules constant,diminish1,diminish2,diminish3 --seeds 0,1,2 \\
+      --out results/cifar-table -- --model resnet18 --method sam --epochs 200
+  python -m experiments.cifar_table --schedules constant@0.1,constant@0.01,constant@0.001 --seeds 0,1,2
+  python -m experiments.cifar_table --table-only --out results/cifar-table     # aggregate finished runs
+
+A schedule is a run_cifar --stepsize, optionally with its lr as name@lr. Flags after "--" go to every
+run_cifar call (model, method, epochs, ...). Each run lives in <out>/<schedule>-seed<seed>/; finished
+runs are skipped and interrupted ones resumed, so the command can be re-run. Writes table.csv,
+table.md and grad_norm.png/.pdf under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+from experiments.common import OneLineParser, check_writable, fail
+
+PROG = "python -m experiments.cifar_table"
+
+
+def build_parser():
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schedules", default="constant,diminish1,diminish2,diminish3",
+                   help="comma-separated run_cifar --stepsize values, each optionally name@lr")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--out", default="results/cifar-table", help="sweep folder (default results/cifar-table)")
+    p.add_argument("--table-only", action="store_true", help="only aggregate the runs already in --out")
+    p.add_argument("run_args", nargs=argparse.REMAINDER, help="-- then flags for every run_cifar call")
+    return p
+
+
+def parse_schedules(text):
+    from convergence.errors import InputError, unknown
+    from convergence.deepnet.schedules import CIFAR_SCHEDULES
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, lr = item.partition("@")
+        if name not in CIFAR_SCHEDULES:
+            raise unknown("schedule", name, CIFAR_SCHEDULES)
+        if lr:
+            try:
+                value = float(lr)
+            except ValueError:
+                raise InputError(f"cannot read the lr of '{item}': write name@0.01") from None
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"the lr of '{item}' must be a positive number")
+        out.append((item, name, lr or None))
+    if not out:
+        raise InputError("--schedules is empty")
+    return out
+
+
+def parse_seeds(text):
+    from convergence.errors import InputError
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds must be comma-separated non-negative integers, got '{text}'") from None
+    if not seeds or min(seeds) < 0:
+        raise InputError(f"--seeds must be comma-separated non-negative integers, got '{text}'")
+    return seeds
+
+
+def run_args(base, name, lr, seed, out):
+    args = list(base) + ["--stepsize", name, "--seed", str(seed), "--out", str(out)]
+    return args + (["--lr", lr] if lr else [])
+
+
+def ci95(values):
+    """(mean, half-width of the 95 % Student-t confidence interval); half-width nan for one value."""
+    from scipy import stats
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def read_run(folder: Path):
+    """(summary, rows) of a finished run folder, or None."""
+    summary, metrics = folder / "summary.json", folder / "metrics.csv"
+    if not summary.is_file() or not metrics.is_file():
+        return None
+    with open(metrics) as f:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return json.loads(summary.read_text()), rows
+
+
+def tabulate(out: Path, schedules, seeds):
+    from convergence.trace import atomic_write
+    table, curves = [], {}
+    for label, _, _ in schedules:
+        accs, per_epoch = [], []
+        for seed in seeds:
+            got = read_run(out / f"{label}-seed{seed}")
+            if got is None or got[0]["status"] != "ok":
+                continue
+            accs.append(got[1][-1]["test_acc"])
+            per_epoch.append([r["grad_norm_est"] for r in got[1]])
+        if not accs:
+            continue
+        mean, half = ci95(accs)
+        table.append({"schedule": label, "runs": len(accs), "test_acc_mean": mean, "test_acc_ci95": half,
+                      "test_acc_runs": " ".join(f"{a:.4f}" for a in accs)})
+        curves[label] = per_epoch
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["schedule", "runs", "test_acc_mean", "test_acc_ci95", "test_acc_runs"],
+                       lineterminator="\n")
+    w.writeheader()
+    w.writerows(table)
+    atomic_write(out / "table.csv", buf.getvalue())
+    md = ["| schedule | runs | final test accuracy (%) |", "|---|---|---|"]
+    for r in table:
+        ci = "" if math.isnan(r["test_acc_ci95"]) else f" ± {100 * r['test_acc_ci95']:.2f}"
+        md.append(f"| {r['schedule']} | {r['runs']} | {100 * r['test_acc_mean']:.2f}{ci} |")
+    atomic_write(out / "table.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+    if curves:
+        plot(out, curves)
+    return table
+
+
+def plot(out: Path, curves):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in curves.items():
+        n = min(len(r) for r in runs)
+        arr = np.array([r[:n] for r in runs])
+        ep = np.arange(n)
+        ax.plot(ep, np.median(arr, axis=0), label=f"{label} ({len(runs)} seeds)")
+        if len(runs) > 1:
+            ax.fill_between(ep, arr.min(axis=0), arr.max(axis=0), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("||grad f|| estimate (fixed training subset)")
+    ax.legend()
+    fig.tight_layout()
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"grad_norm.{ext}", dpi=150)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from convergence.errors import InputError
+    args = build_parser().parse_args(argv)
+    base = [a for a in args.run_args if a != "--"] if args.run_args else []
+    out = Path(args.out)
+    try:
+        schedules, seeds = parse_schedules(args.schedules), parse_seeds(args.seeds)
+        check_writable(out)
+        if not args.table_only:
+            from experiments import run_cifar
+            for flag in ("--stepsize", "--seed", "--out", "--resume"):
+                if flag in base:
+                    raise InputError(f"{flag} is set by cifar_table; leave it out of the run flags")
+            parser = run_cifar.build_parser()
+            for label, name, lr in schedules:           # validate every run before any work
+                for seed in seeds:
+                    folder = out / f"{label}-seed{seed}"
+                    run_cifar.configure(parser.parse_args(run_args(base, name, lr, seed, folder) + ["--resume"]))
+    except InputError as exc:
+        return fail(PROG, str(exc))
+    if not args.table_only:
+        for label, name, lr in schedules:
+            for seed in seeds:
+                folder = out / f"{label}-seed{seed}"
+                done = read_run(folder)
+                if done is not None and done[0]["epochs_done"] >= done[0]["config"]["epochs"]:
+                    continue
+                print(f"== {label} seed {seed} -> {folder}", file=sys.stderr)
+                code = run_cifar.main(run_args(base, name, lr, seed, folder) + ["--resume"])
+                if code not in (0, 3):
+                    return code
+    out.mkdir(parents=True, exist_ok=True)
+    tabulate(out, schedules, seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""CIFAR data: real images from the archive (a few hundred), labels, errors, device augmentation,
+CIFAR-100 reader, and the epoch schedules."""
+import io
+import math
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("PIL")
+
+from convergence.deepnet.data import (CIFAR10_CLASSES, DeviceSplit, default_cifar10_path,  # noqa: E402
+                                      load_cifar10, load_cifar100)
+from convergence.errors import InputError  # noqa: E402
+
+ARCHIVE = default_cifar10_path()
+needs_archive = pytest.mark.skipif(not ARCHIVE.is_file(),
+                                   reason=f"CIFAR-10 archive absent at {ARCHIVE} (set SAMCONV_CIFAR10)")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """300 training and 100 test images decoded from the archive (empty cache: a partial decode)."""
+    if not ARCHIVE.is_file():
+        pytest.skip(f"CIFAR-10 archive absent at {ARCHIVE} (set SAMCONV_CIFAR10)")
+    return load_cifar10(ARCHIVE, tmp_path_factory.mktemp("cache"), limit_train=300, limit_test=100)
+
+
+@needs_archive
+def test_real_images_shapes_labels(small):
+    assert small.x_train.shape == (300, 32, 32, 3) and small.x_train.dtype == np.uint8
+    assert small.x_test.shape == (100, 32, 32, 3)
+    assert small.classes == CIFAR10_CLASSES
+    # image i of class c at position 10 i + c: every prefix is class-balanced
+    np.testing.assert_array_equal(small.y_train[:20], np.tile(np.arange(10), 2))
+    np.testing.assert_array_equal(np.bincount(small.y_train, minlength=10), np.full(10, 30))
+    np.testing.assert_array_equal(np.bincount(small.y_test, minlength=10), np.full(10, 10))
+    # real photographs: not constant, varied means, distinct images
+    assert small.x_train.std() > 30
+    assert len({small.x_train[i].tobytes() for i in range(300)}) == 300
+    # the first train airplane is the archive's train/airplane/0000.jpg
+    from PIL import Image
+    with tarfile.open(ARCHIVE, "r:gz") as tf:
+        for m in tf:
+            if m.name.endswith("train/airplane/0000.jpg"):
+                img = np.asarray(Image.open(io.BytesIO(tf.extractfile(m).read())).convert("RGB"))
+                break
+    np.testing.assert_array_equal(small.x_train[0], img)
+
+
+@needs_archive
+def test_limits_beyond_the_data_are_refused(tmp_path):
+    with pytest.raises(InputError, match="--limit-test"):
+        load_cifar10(ARCHIVE, tmp_path, limit_train=10, limit_test=10_001)
+
+
+def test_missing_and_corrupt_archive_give_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match="not found .*SAMCONV_CIFAR10"):
+        load_cifar10(tmp_path / "none.tar.gz", tmp_path)
+    bad = tmp_path / "cifar10-jpeg.tar.gz"
+    bad.write_bytes(b"not an archive")
+    with pytest.raises(InputError, match="corrupt"):
+        load_cifar10(bad, tmp_path / "cache", limit_train=10, limit_test=10)
+
+
+def test_device_crop_and_flip_match_per_image_reference():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    split = DeviceSplit(x, np.arange(6), ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), "cpu")
+    dx, dy = torch.tensor([0, 8, 4, 3, 0, 8]), torch.tensor([0, 8, 4, 7, 8, 0])
+    flip = torch.tensor([False, True, False, True, True, False])
+    got = split.crop_flip(split.x, dx, dy, flip).numpy()
+    for i in range(6):
+        padded = np.zeros((40, 40, 3), np.uint8)
+        padded[4:36, 4:36] = x[i]
+        want = padded[dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        if flip[i]:
+            want = want[:, ::-1]
+        np.testing.assert_array_equal(got[i], want)
+    # a crop at offset (4, 4) without flip is the image itself
+    np.testing.assert_array_equal(got[2], x[2])
+    norm = split.normalize(split.x[:1])
+    assert norm.shape == (1, 3, 32, 32) and norm.dtype == torch.float32
+    np.testing.assert_allclose(norm[0, 1].numpy(), (x[0, :, :, 1] / 255 - 0.5) / 0.25, rtol=1e-5, atol=1e-5)
+
+
+def test_training_batches_are_a_pure_function_of_seed_and_epoch():
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), np.arange(100) % 10
+    split = DeviceSplit(x, y, ((0.5,) * 3, (0.25,) * 3), "cpu")
+    a = list(split.train_batches(32, seed=3, epoch=2))
+    b = list(split.train_batches(32, seed=3, epoch=2))
+    c = list(split.train_batches(32, seed=3, epoch=1))
+    assert len(a) == 3 and a[0][0].shape == (32, 3, 32, 32)              # last partial batch dropped
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not torch.equal(a[0][1], c[0][1])
+    labels = torch.cat([t[1] for t in a])
+    assert len(set(labels.tolist())) == 10 and len(labels) == 96
+    # two ranks get the two halves of each global batch
+    halves = [list(split.train_batches(32, 3, 2, rank=r, world=2)) for r in (0, 1)]
+    for i in range(3):
+        assert torch.equal(torch.cat([halves[0][i][1], halves[1][i][1]]), a[i][1])
+        assert torch.equal(torch.cat([halves[0][i][0], halves[1][i][0]]), a[i][0])
+    # images keep their labels through the augmentation: with augment off, the batch is x[idx]
+    plain = next(split.train_batches(32, 3, 2, augment=False))
+    idx = plain[1]                                           # labels are the indices mod 10
+    assert plain[0].shape == (32, 3, 32, 32) and idx.max() < 10
+
+
+def test_cifar100_reader_on_a_synthetic_archive(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def member(tf, name, obj):
+        data = pickle.dumps(obj)
+        info = tarfile.TarInfo(f"cifar-100-python/{name}")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+
+    x_train = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
+    path = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        member(tf, "train", {b"data": x_train, b"fine_labels": list(range(20))})
+        member(tf, "test", {b"data": x_train[:5], b"fine_labels": list(range(5))})
+        member(tf, "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]})
+    d = load_cifar100(path)
+    assert d.x_train.shape == (20, 32, 32, 3) and d.y_test.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(d.x_train[3, :, :, 2], x_train[3, 2048:].reshape(32, 32))   # CHW -> HWC
+    assert d.classes[7] == "c7" and d.mean_std[0][0] == 0.5071
+    with pytest.raises(InputError, match="not found"):
+        load_cifar100(tmp_path / "none.tar.gz")
+
+
+def test_epoch_schedules_are_the_papers():
+    from convergence.deepnet.schedules import cifar_schedule
+    d1, d2, d3 = (cifar_schedule(n, 0.1) for n in ("diminish1", "diminish2", "diminish3"))
+    assert cifar_schedule("constant", 0.01)(150) == 0.01
+    assert d1(0) == 0.1 and math.isclose(d1(9), 0.01)
+    assert d2(0) == 0.1 and math.isclose(d2(1), 0.1) and math.isclose(d2(4), 0.1 / 4 ** 0.5001)
+    assert d3(0) == 0.1
+    for e in (1, 5):
+        assert math.isclose(d3(e), 0.1 / (3 * math.log(3)))
+    for e in (6, 10):
+        assert math.isclose(d3(e), 0.1 / (4 * math.log(4)))
+    assert math.isclose(d3(11), 0.1 / (5 * math.log(5)))
+    import sympy as sp
+    assert d3.expr.has(sp.Piecewise) and d3.expr.has(sp.floor)        # symbolic, for the theory layer

@@ -1,0 +1,268 @@
+"""The torch optimizers run the rules of convergence.methods: same iterates as the numpy runner,
+one SAM step by hand, BatchNorm handling, state_dict round trip, bf16 autocast and clipping."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from convergence.deepnet.optim import (SAMFamily, disable_running_stats, enable_running_stats,  # noqa: E402
+                                       freeze_bn_stats)
+from convergence.deepnet.paramvec import ParamVec  # noqa: E402
+from convergence.errors import InputError  # noqa: E402
+from convergence.methods import make_method  # noqa: E402
+from convergence.runner import run  # noqa: E402
+from convergence.schedules import diminishing  # noqa: E402
+from convergence.vec import norm, normalize  # noqa: E402
+from problems import Quadratic  # noqa: E402
+from problems.finite_sum import RobustRegression  # noqa: E402
+
+F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------- ParamVec
+def test_paramvec_ops_match_flat_arithmetic():
+    rng = np.random.default_rng(0)
+    a_np, b_np = rng.standard_normal(7), rng.standard_normal(7)
+    split = lambda v: ParamVec([torch.tensor(v[:3]), torch.tensor(v[3:]).reshape(2, 2)])  # noqa: E731
+    a, b = split(a_np), split(b_np)
+    two = torch.tensor(2.0, dtype=F64)
+    cases = {"a+b": (a + b, a_np + b_np), "a-b": (a - b, a_np - b_np), "a*b": (a * b, a_np * b_np),
+             "a/b": (a / b, a_np / b_np), "3*a": (3 * a, 3 * a_np), "a*0.5": (a * 0.5, a_np * 0.5),
+             "1-a": (1 - a, 1 - a_np), "a+1": (1 + a, a_np + 1), "-a": (-a, -a_np),
+             "a/t": (a / two, a_np / 2), "t*a": (two * a, 2 * a_np), "a-t": (a - two, a_np - 2),
+             "t-a": (two - a, 2 - a_np), "a/|a|": (normalize(a), a_np / np.linalg.norm(a_np))}
+    for name, (got, want) in cases.items():
+        assert isinstance(got, ParamVec), name
+        np.testing.assert_allclose(got.flat().numpy(), want, rtol=1e-15, atol=1e-15, err_msg=name)
+    assert abs(norm(a).item() - np.linalg.norm(a_np)) < 1e-14
+    assert norm(a).dim() == 0                                    # a 0-d tensor: no host sync
+    zero = 0 * a
+    assert torch.equal(normalize(zero).flat(), torch.zeros(7, dtype=F64))      # 0 at ||g|| = 0
+    with pytest.raises(TypeError):
+        a * torch.ones(3)
+
+
+# ------------------------------------------------------------------------- torch vs numpy iterates
+class _Linear(torch.nn.Module):
+    """x in R^d split into two parameter tensors, so the global norm spans tensors."""
+
+    def __init__(self, x0):
+        super().__init__()
+        x0 = torch.tensor(x0)
+        self.w1 = torch.nn.Parameter(x0[:2].clone())
+        self.w2 = torch.nn.Parameter(x0[2:].clone())
+
+    def x(self):
+        return torch.cat([self.w1, self.w2])
+
+
+def _torch_run(model, loss, rule_name, options, t, r, iters, batch, dnsam=False):
+    opt = SAMFamily(model.parameters(), torch.optim.SGD, method=rule_name, method_options=options,
+                    rho=r(0), lr=t(0), exact_random=True)
+
+    def closure(*b):
+        value = loss(model.x(), *b)
+        value.backward()
+        return value
+
+    full = (lambda: closure(*batch)) if dnsam else None
+    for k in range(iters):
+        opt.set_lr(t(k))
+        opt.set_rho(r(k))
+        opt.step(closure, batch=batch, full_closure=full)
+    return model.x().detach().numpy()
+
+
+METHODS = [("gd", {}), ("sam", {}), ("usam", {}), ("unified", {"lam": 0.3}), ("fsam", {}),
+           ("vasso", {}), ("rsam", {"noise": 0.05}), ("dnsam", {}), ("msam", {"m": 2}),
+           ("msam", {"m": 5, "base": "usam"})]
+
+
+@pytest.mark.parametrize("name,options", METHODS, ids=[f"{n}{o.get('m', '')}" for n, o in METHODS])
+def test_torch_optimizer_equals_numpy_runner_robust_regression(name, options):
+    problem = RobustRegression(4, n=10)
+    A, b = torch.tensor(problem.A), torch.tensor(problem.b)
+    x0 = np.random.default_rng(3).standard_normal((1, 4))
+    t, r, iters = diminishing(0.5, 0.6), diminishing(0.1, 0.6), 200
+    trace = run(problem, make_method(name, **options), t, r, iters, runs=1, x0=x0)
+
+    def loss(x, Ab, bb):
+        return torch.log1p((Ab @ x - bb) ** 2).mean()
+
+    got = _torch_run(_Linear(x0[0]), loss, name, options, t, r, iters, (A, b), dnsam=name == "dnsam")
+    np.testing.assert_allclose(got, trace.final_x[0], rtol=0, atol=1e-12)
+    assert np.abs(got - x0[0]).max() > 1e-3                    # it did move
+
+
+@pytest.mark.parametrize("name", ["gd", "sam", "usam", "vasso"])
+def test_torch_optimizer_equals_numpy_runner_quadratic(name):
+    problem = Quadratic(4, kappa=10.0)
+    eigs = torch.tensor(problem.eigs)
+    x0 = np.array([[0.9, -0.4, 0.3, -0.8]])
+    t, r, iters = diminishing(1.0, 0.6), diminishing(0.05, 0.6), 300
+    trace = run(problem, make_method(name), t, r, iters, runs=1, x0=x0)
+    got = _torch_run(_Linear(x0[0]), lambda x: 0.5 * (eigs * x * x).sum(), name, {}, t, r, iters, None)
+    np.testing.assert_allclose(got, trace.final_x[0], rtol=0, atol=1e-12)
+
+
+def test_stationary_point_stays():
+    """At grad f = 0 the normalized direction is 0: SAM stays put exactly."""
+    model = _Linear(np.zeros(4))
+    opt = SAMFamily(model.parameters(), torch.optim.SGD, method="sam", rho=0.1, lr=0.5)
+    for _ in range(3):
+        opt.step(lambda: (0.5 * (model.x() ** 2).sum()).backward())
+    assert torch.equal(model.x().detach(), torch.zeros(4, dtype=F64))
+
+
+# -------------------------------------------------------------------------------- one step by hand
+def test_one_sam_step_by_hand_linear_model():
+    """Linear model z = W u + c, loss (1/n) sum ||z - v||^2: gradients in closed form."""
+    g = torch.Generator().manual_seed(0)
+    U, V = torch.randn(6, 3, generator=g, dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)
+    lin = torch.nn.Linear(3, 2).double()
+    W0, c0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    rho, lr, n = 0.07, 0.3, len(U)
+
+    def grads(W, c):
+        R = U @ W.T + c - V                       # (n, 2)
+        return 2 / n * R.T @ U, 2 / n * R.sum(0)
+
+    gW, gc = grads(W0, c0)
+    gnorm = torch.sqrt((gW ** 2).sum() + (gc ** 2).sum())
+    W1, c1 = W0 + rho * gW / gnorm, c0 + rho * gc / gnorm
+    hW, hc = grads(W1, c1)
+    want_W, want_c = W0 - lr * hW, c0 - lr * hc
+
+    opt = SAMFamily(lin.parameters(), torch.optim.SGD, method="sam", rho=rho, lr=lr)
+
+    def closure():
+        loss = ((lin(U) - V) ** 2).sum(1).mean()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert abs(loss.item() - ((U @ W0.T + c0 - V) ** 2).sum(1).mean().item()) < 1e-14
+    torch.testing.assert_close(lin.weight.detach(), want_W, rtol=0, atol=1e-14)
+    torch.testing.assert_close(lin.bias.detach(), want_c, rtol=0, atol=1e-14)
+
+    # the two-call API gives the same step
+    lin2 = torch.nn.Linear(3, 2).double()
+    lin2.load_state_dict({"weight": W0, "bias": c0})
+    opt2 = SAMFamily(lin2.parameters(), torch.optim.SGD, method="sam", rho=rho, lr=lr)
+    ((lin2(U) - V) ** 2).sum(1).mean().backward()
+    opt2.first_step(zero_grad=True)
+    ((lin2(U) - V) ** 2).sum(1).mean().backward()
+    opt2.second_step(zero_grad=True)
+    assert torch.equal(lin2.weight, lin.weight) and torch.equal(lin2.bias, lin.bias)
+
+
+def test_first_step_refuses_rules_that_need_step_closure():
+    lin = torch.nn.Linear(3, 1)
+    w = lin.weight.detach().clone()
+    for name in ("rsam", "msam"):
+        opt = SAMFamily(lin.parameters(), torch.optim.SGD, method=name, lr=0.1)
+        lin(torch.ones(2, 3)).sum().backward()
+        with pytest.raises(InputError, match="step\\(closure"):
+            opt.first_step()
+        assert torch.equal(lin.weight, w)                    # nothing moved
+    opt = SAMFamily(lin.parameters(), torch.optim.SGD, method="msam", lr=0.1)
+    with pytest.raises(InputError, match="batch"):
+        opt.step(lambda: lin(torch.ones(2, 3)).sum().backward())
+    with pytest.raises(InputError, match="full_closure"):
+        SAMFamily(lin.parameters(), torch.optim.SGD, method="dnsam", lr=0.1).step(
+            lambda: lin(torch.ones(2, 3)).sum().backward())
+
+
+# ------------------------------------------------------------------------------------ state, BN, amp
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 3))
+
+
+def test_batchnorm_running_stats_updated_on_first_pass_only():
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    ref = _bn_net()
+    ref(x)                                                       # one pass at x_k
+    net = _bn_net()
+    opt = SAMFamily(net.parameters(), torch.optim.SGD, method="sam", lr=0.1, model=net)
+    opt.step(lambda: torch.nn.functional.cross_entropy(net(x), y).backward())
+    bn, bn_ref = net[1], ref[1]
+    assert bn.num_batches_tracked.item() == 1
+    assert torch.equal(bn.running_mean, bn_ref.running_mean) and torch.equal(bn.running_var, bn_ref.running_var)
+    assert bn.track_running_stats                                # restored after the step
+    # without model=, the perturbed pass updates them too
+    net2 = _bn_net()
+    opt2 = SAMFamily(net2.parameters(), torch.optim.SGD, method="sam", lr=0.1)
+    opt2.step(lambda: torch.nn.functional.cross_entropy(net2(x), y).backward())
+    assert net2[1].num_batches_tracked.item() == 2
+    # the helpers
+    before = bn.running_mean.clone()
+    with freeze_bn_stats(net):
+        net(x)
+    disable_running_stats(net)
+    net(x)
+    enable_running_stats(net)
+    assert torch.equal(bn.running_mean, before) and bn.num_batches_tracked.item() == 1
+    net(x)
+    assert bn.num_batches_tracked.item() == 2
+
+
+@pytest.mark.parametrize("name", ["fsam", "vasso", "rsam"])
+def test_state_dict_round_trip_continues_identically(name):
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+
+    def make():
+        net = _bn_net()
+        return net, SAMFamily(net.parameters(), torch.optim.SGD, method=name, lr=0.1, momentum=0.9,
+                              weight_decay=1e-3, model=net, seed=5)
+
+    def steps(net, opt, n):
+        for _ in range(n):
+            opt.step(lambda: torch.nn.functional.cross_entropy(net(x), y).backward())
+
+    net_a, opt_a = make()
+    steps(net_a, opt_a, 3)
+    sd_net, sd_opt = net_a.state_dict(), opt_a.state_dict()
+    if name != "rsam":
+        assert "__paramvec__" in sd_opt["samconv"]["rule_state"]       # the EMA is saved
+    import io
+    buf = io.BytesIO()
+    torch.save({"net": sd_net, "opt": sd_opt}, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    net_b, opt_b = make()
+    net_b.load_state_dict(loaded["net"])
+    opt_b.load_state_dict(loaded["opt"])
+    assert opt_b.k == 3
+    steps(net_a, opt_a, 2)
+    steps(net_b, opt_b, 2)
+    for pa, pb in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.equal(pa, pb)
+    with pytest.raises(ValueError, match="state_dict"):
+        SAMFamily(net_b.parameters(), torch.optim.SGD, method="sam", lr=0.1).load_state_dict(sd_opt)
+
+
+def test_bf16_autocast_and_clipping():
+    from convergence.deepnet.models import TinyCNN
+    torch.manual_seed(0)
+    net = TinyCNN()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    lr, clip = 0.5, 1e-3
+    opt = SAMFamily(net.parameters(), torch.optim.SGD, method="sam", lr=lr, model=net, max_grad_norm=clip)
+    before = ParamVec.of_params(net.parameters())
+
+    def closure():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x)
+        assert logits.dtype == torch.bfloat16
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert torch.isfinite(loss)
+    after = ParamVec.of_params(net.parameters())
+    moved = (after - before).norm().item()
+    assert 0 < moved <= lr * clip * (1 + 1e-5)                   # the clipped g_k was used
+    assert all(p.dtype == torch.float32 for p in net.parameters())

@@ -1,0 +1,107 @@
+"""Training loop and run_cifar: bit-identical resume on CPU, files, bad input, per-epoch metrics."""
+import csv
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from convergence.deepnet.data import Arrays, default_cifar10_path  # noqa: E402
+from convergence.deepnet.train import TrainConfig, train  # noqa: E402
+from experiments import run_cifar  # noqa: E402
+
+
+def _synthetic(n_train=192, n_test=64, seed=0):
+    """Images whose mean colour depends on the class, so that a tiny CNN can learn something."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.arange(n) % 10
+        x = rng.integers(0, 128, (n, 32, 32, 3)) + (y[:, None, None, None] * 12)
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    (xt, yt), (xe, ye) = make(n_train), make(n_test)
+    return Arrays("cifar10", xt, yt, xe, ye, tuple(f"c{i}" for i in range(10)))
+
+
+def _cfg(out, **kw):
+    base = dict(model="tiny", method="fsam", epochs=3, batch_size=32, lr=0.05, stepsize="diminish3",
+                probe_size=64, out=str(out), progress=False, tensorboard=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("method,options", [("fsam", {}), ("rsam", {})])
+def test_resume_is_bit_identical_on_cpu(tmp_path, method, options):
+    data = _synthetic()
+    whole = train(_cfg(tmp_path / "a", method=method, method_options=options), data)
+    train(_cfg(tmp_path / "b", method=method, method_options=options, epochs=1), data)
+    resumed = train(_cfg(tmp_path / "b", method=method, method_options=options, resume=True), data)
+    assert whole["status"] == resumed["status"] == "ok" and resumed["epochs_done"] == 3
+    assert _rows(tmp_path / "a" / "metrics.csv") == _rows(tmp_path / "b" / "metrics.csv")
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["optim"]["samconv"]["k"] == b["optim"]["samconv"]["k"] == 3 * (192 // 32)
+
+
+def test_metrics_columns_and_schedule(tmp_path):
+    summary = train(_cfg(tmp_path, method="dnsam", dnsam_size=32, epochs=2, stepsize="diminish1"), _synthetic())
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [float(r["lr"]) for r in rows] == [0.05, 0.025]
+    for r in rows:
+        for key in ("train_loss", "test_loss", "grad_norm_est", "grad_err"):
+            assert np.isfinite(float(r[key])) and float(r[key]) > 0
+        assert 0 <= float(r["test_acc"]) <= 1
+    assert summary["versions"]["torch"] == torch.__version__
+    assert (tmp_path / "summary.json").is_file()
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    from convergence.errors import InputError
+    data = _synthetic()
+    train(_cfg(tmp_path, epochs=1), data)
+    with pytest.raises(InputError, match="rho"):
+        train(_cfg(tmp_path, epochs=2, rho=0.1, resume=True), data)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "resnet19"], "did you mean 'resnet18'"),
+    (["--method", "samm"], "did you mean 'sam'"),
+    (["--stepsize", "diminish4"], "unknown stepsize"),
+    (["--lr", "-1"], "--lr must be"),
+    (["--m", "2"], "--m does not apply"),
+    (["--method", "msam", "--m", "3"], "must divide"),
+    (["--epochs", "0"], "--epochs"),
+    (["--limit-train", "64", "--batch-size", "128"], "below --batch-size"),
+    (["--data", "/nonexistent/cifar.tar.gz", "--model", "tiny", "--epochs", "1"], "not found"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert run_cifar.main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_existing_checkpoint_needs_resume(tmp_path, capsys):
+    train(_cfg(tmp_path, epochs=1), _synthetic())
+    assert run_cifar.main(["--out", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not default_cifar10_path().is_file(), reason="CIFAR-10 archive absent (set SAMCONV_CIFAR10)")
+def test_run_cifar_cli_on_real_images(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAMCONV_CACHE", str(tmp_path / "cache"))          # a partial decode, no cache
+    out = tmp_path / "run"
+    code = run_cifar.main(["--model", "tiny", "--method", "sam", "--epochs", "1", "--batch-size", "50",
+                           "--limit-train", "200", "--limit-test", "100", "--probe-size", "100",
+                           "--device", "cpu", "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {"metrics.csv", "summary.json", "checkpoint.pt"}
+    assert "test accuracy" in capsys.readouterr().out
