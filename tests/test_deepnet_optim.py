@@ -42,6 +42,37 @@ def test_paramvec_ops_match_flat_arithmetic():
         a * torch.ones(3)
 
 
+def test_paramvec_lazy_combinations_evaluate_exactly_once_into_one_buffer(monkeypatch):
+    """x + rho g/||g|| (the perturbed point) and (1-lam) g + lam g/||g|| (Unified SAM) evaluate to the
+    flat arithmetic with one parameter-sized out-of-place result, and leave their operands as they were."""
+    rng = np.random.default_rng(1)
+    x_np, g_np = rng.standard_normal(7), rng.standard_normal(7)
+    split = lambda v: ParamVec([torch.tensor(v[:3]), torch.tensor(v[3:]).reshape(2, 2)])  # noqa: E731
+    x, g = split(x_np), split(g_np)
+    rho, lam = 0.05, torch.tensor(0.3, dtype=F64)
+    unit = g_np / np.linalg.norm(g_np)
+    outputs = []
+    for name in ("_foreach_mul", "_foreach_add", "_foreach_sub", "_foreach_div", "_foreach_neg"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _real=real, **k: outputs.append(1) or _real(*a, **k))
+    cases = {"x + rho g/|g|": (lambda: x + rho * normalize(g), x_np + rho * unit),
+             "(1-lam) g + lam g/|g|": (lambda: (1 - lam) * g + lam * normalize(g), 0.7 * g_np + 0.3 * unit),
+             "x - 2 (g - x) / 4": (lambda: x - 2 * (g - x) / 4, x_np - (g_np - x_np) / 2)}
+    for name, (expr, want) in cases.items():
+        outputs.clear()
+        got = expr().tensors
+        assert len(outputs) == 1, name                       # one new buffer for the whole expression
+        np.testing.assert_allclose(torch.cat([t.reshape(-1) for t in got]).numpy(), want,
+                                   rtol=1e-15, atol=1e-15, err_msg=name)
+    assert np.array_equal(x.flat().numpy(), x_np) and np.array_equal(g.flat().numpy(), g_np)
+    v = 2 * g
+    buffer = [torch.empty_like(t) for t in g.tensors]
+    assert v.evaluate_into(buffer) is buffer and not v.evaluated  # written into the buffer, not kept
+    np.testing.assert_array_equal(torch.cat([t.reshape(-1) for t in buffer]).numpy(), 2 * g_np)
+    assert v.tensors is v.tensors and v.evaluated            # evaluated once, then kept
+    assert abs(norm(-3 * g).item() - 3 * np.linalg.norm(g_np)) < 1e-14
+
+
 # ------------------------------------------------------------------------- torch vs numpy iterates
 class _Linear(torch.nn.Module):
     """x in R^d split into two parameter tensors, so the global norm spans tensors."""
@@ -154,6 +185,43 @@ def test_one_sam_step_by_hand_linear_model():
     ((lin2(U) - V) ** 2).sum(1).mean().backward()
     opt2.second_step(zero_grad=True)
     assert torch.equal(lin2.weight, lin.weight) and torch.equal(lin2.bias, lin.bias)
+
+
+def test_perturbed_points_reuse_one_buffer_and_x_k_is_restored_exactly():
+    """Every step evaluates x_k + rho d_k into the same storage (no parameter-sized allocation per
+    step); after the step the parameters are x_k's own tensors again, updated by the base step."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 2).double()
+    U, V = torch.randn(8, 4, dtype=F64), torch.randn(8, 2, dtype=F64)
+    opt = SAMFamily(lin.parameters(), torch.optim.SGD, method="sam", rho=0.1, lr=0.1)
+    seen = []
+
+    def closure():
+        seen.append(lin.weight.data)           # kept alive, so a fresh allocation gets a new address
+        ((lin(U) - V) ** 2).sum().backward()
+
+    own = lin.weight.data_ptr()
+    for _ in range(3):
+        opt.step(closure)
+    ptrs = [t.data_ptr() for t in seen]
+    assert ptrs[0::2] == [own] * 3                           # first pass: at x_k, in place
+    assert len(set(ptrs[1::2])) == 1 and ptrs[1] != own      # second pass: one reused buffer
+    assert lin.weight.data_ptr() == own
+
+
+def test_first_step_twice_is_refused_and_moves_nothing():
+    lin = torch.nn.Linear(3, 1)
+    opt = SAMFamily(lin.parameters(), torch.optim.SGD, method="sam", lr=0.1)
+    w0 = lin.weight.detach().clone()
+    lin(torch.ones(2, 3)).sum().backward()
+    opt.first_step(zero_grad=True)
+    w_perturbed = lin.weight.detach().clone()
+    lin(torch.ones(2, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="second_step"):
+        opt.first_step()
+    assert torch.equal(lin.weight, w_perturbed)
+    opt.second_step()
+    assert not torch.equal(lin.weight, w0)                   # the step went on as usual
 
 
 def test_first_step_refuses_rules_that_need_step_closure():

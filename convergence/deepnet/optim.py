@@ -129,11 +129,13 @@ class TorchStreams:
 
 # ------------------------------------------------------------------------------------------- oracles
 class _StepContext:
-    """What the oracles of one step share: the parameters, x_k, the closures, and which point the
-    parameters hold now (moved only when a gradient is asked at another point)."""
+    """What the oracles of one step share: the parameters, x_k, the closures, the buffer that holds
+    perturbed points, and which point the parameters hold now (moved only when a gradient is asked
+    at another point)."""
 
-    def __init__(self, params, x, closure, full_closure, model, reduce_each, freeze_all=False):
-        self.params, self.x, self.closure, self.full_closure = params, x, closure, full_closure
+    def __init__(self, params, x, buffer, closure, full_closure, model, reduce_each, freeze_all=False):
+        self.params, self.x, self.buffer = params, x, buffer
+        self.closure, self.full_closure = closure, full_closure
         self.model, self.reduce_each, self.freeze_all = model, reduce_each, freeze_all
         self.current = x
         self.passes = 0
@@ -141,9 +143,11 @@ class _StepContext:
         self.first_loss = None
 
     def move_to(self, y: ParamVec) -> None:
-        """Let the parameters hold y by pointing them at y's tensors (no copy; exact)."""
+        """Let the parameters hold y: point them at y's tensors if it has them (x_k: no copy, exact),
+        else evaluate y (e.g. x_k + rho d_k) into the step buffer, which only the parameters use."""
         if y is not self.current:
-            for p, t in zip(self.params, y.tensors):
+            tensors = y.tensors if y.evaluated else y.evaluate_into(self.buffer())
+            for p, t in zip(self.params, tensors):
                 p.data = t
             self.current = y
 
@@ -295,6 +299,7 @@ class SAMFamily(torch.optim.Optimizer):
         self._initialized = False
         self._pending = None         # (params, x_k, new state) between first_step and second_step
         self._ctx = None
+        self._buffer = None          # storage of the perturbed points, reused step after step
 
     # ------------------------------------------------------------------ small accessors
     @property
@@ -316,7 +321,23 @@ class SAMFamily(torch.optim.Optimizer):
         return self._ctx is not None and self._ctx.primary
 
     def _params(self):
+        """The trainable parameters, after checking no first_step() is awaiting its second_step()
+        (the parameters then hold x_k + rho d_k, not x_k)."""
+        if self._pending is not None:
+            raise RuntimeError("first_step() is awaiting its second_step(): call second_step() first")
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+
+    def _perturbed_buffer(self, params):
+        """A callable giving the storage of perturbed points, tensors like ``params``: allocated once
+        and again only if the parameters change shape, dtype or device. Reusing it spares a fresh
+        parameter-sized allocation per step (on CPU, page faults that cost more than the arithmetic)."""
+        def buffer():
+            b = self._buffer
+            if b is None or len(b) != len(params) or any(
+                    t.shape != p.shape or t.dtype != p.dtype or t.device != p.device for t, p in zip(b, params)):
+                self._buffer = b = [torch.empty_like(p) for p in params]
+            return b
+        return buffer
 
     def _state(self, x):
         return self.rule_state if self._initialized else self.rule.init(x)
@@ -360,7 +381,8 @@ class SAMFamily(torch.optim.Optimizer):
         x = _point(params)
         state = self._state(x)
         reduce_each = self._reduce if self.distributed == "global" else None
-        ctx = self._ctx = _StepContext(params, x, closure, full_closure, self.model, reduce_each)
+        ctx = self._ctx = _StepContext(params, x, self._perturbed_buffer(params), closure, full_closure,
+                                       self.model, reduce_each)
         try:
             g, _, state = self.rule.gradient(self.k, x, BatchOracle(ctx, self._as_batch(batch)),
                                              state, self.rho, self._streams())
@@ -379,7 +401,8 @@ class SAMFamily(torch.optim.Optimizer):
         BatchNorm statistics, and without communication (for probes: ||g_k - grad f||)."""
         params = self._params()
         x = _point(params)
-        ctx = _StepContext(params, x, closure, full_closure, self.model, None, freeze_all=True)
+        ctx = _StepContext(params, x, self._perturbed_buffer(params), closure, full_closure, self.model,
+                           None, freeze_all=True)
         try:
             g, _, _ = self.rule.gradient(self.k, x, BatchOracle(ctx, self._as_batch(batch)),
                                          self._state(x), self.rho, self._streams(salt=1))
@@ -401,7 +424,7 @@ class SAMFamily(torch.optim.Optimizer):
             p.grad = None
         if self.distributed == "global":
             g = self._reduce(g)
-        ctx = _StepContext(params, x, None, full_closure, self.model, None)
+        ctx = _StepContext(params, x, self._perturbed_buffer(params), None, full_closure, self.model, None)
         d, state = self.rule.direction(self.k, x, _GivenOracle(self.rule.name, ctx, g), self._state(x),
                                        self._streams())
         ctx.move_to(x + self.rho * d)

@@ -2,9 +2,13 @@
 ``convergence.methods`` (written with +, -, *, / and ``convergence.vec.norm``/``normalize``) run on
 a network's parameters unchanged.
 
-Every operation is one ``torch._foreach_*`` call over all tensors (one fused kernel launch per
-dtype/device group on CUDA), never a Python loop doing arithmetic per parameter. Operations are
-out of place, as for numpy arrays, so a rule may keep any vector it is given.
+Linear combinations are lazy: ``x + rho * normalize(g)`` is kept as the terms (1, x), (rho/||g||, g)
+and evaluated once, when its tensors are needed, by one ``torch._foreach_mul`` and one in-place
+``torch._foreach_add_`` per further term: one new parameter-sized buffer for the whole expression
+instead of one per operation (a per-parameter-loop SAM needs two). Every evaluation is a
+``torch._foreach_*`` call over all tensors (one fused kernel per dtype/device group on CUDA), never a
+Python loop doing arithmetic per parameter. Values are immutable, as numpy arrays are to the rules:
+an evaluation writes only into a buffer it allocates, so a rule may keep any vector it is given.
 """
 from __future__ import annotations
 
@@ -13,92 +17,110 @@ import numbers
 import torch
 
 
-def _scalar(o):
-    """A Python number, a 0-d tensor, or the tensor list of a ParamVec; NotImplemented otherwise."""
-    if isinstance(o, ParamVec):
-        return o.tensors
+def _coefficient(o):
+    """A Python number or a 0-d tensor; NotImplemented for anything that is not a scalar."""
     if isinstance(o, torch.Tensor):
         if o.dim() != 0:
             raise TypeError("a ParamVec combines with numbers, 0-d tensors and ParamVecs, "
                             f"not a tensor of shape {tuple(o.shape)}")
         return o
-    if isinstance(o, bool):
+    if isinstance(o, bool) or not isinstance(o, numbers.Real):
         return NotImplemented
-    if isinstance(o, numbers.Integral):
-        return int(o)
-    if isinstance(o, numbers.Real):
-        return float(o)
-    return NotImplemented
+    return int(o) if isinstance(o, numbers.Integral) else float(o)
+
+
+def _times(a, b):
+    """Product of two coefficients, None standing for an exact 1."""
+    return b if a is None else a if b is None else a * b
 
 
 class ParamVec:
-    """A vector stored as a list of tensors (one per parameter), e.g. a gradient of a network."""
+    """A vector stored as a list of tensors (one per parameter), e.g. a gradient of a network.
 
-    __slots__ = ("tensors",)
+    Internally a sum of terms coefficient * tensors (coefficient None = 1, a number or a 0-d
+    tensor); ``tensors`` evaluates the sum once and keeps the result.
+    """
 
-    def __init__(self, tensors):
-        self.tensors = list(tensors)
+    __slots__ = ("_terms", "_tensors")
 
-    # ------------------------------------------------------------------ arithmetic (out of place)
+    def __init__(self, tensors=None, terms=None):
+        self._tensors = None if tensors is None else list(tensors)
+        self._terms = ((None, self._tensors),) if terms is None else terms
+
+    @property
+    def tensors(self) -> list:
+        if self._tensors is None:
+            self._tensors = _evaluate(self._terms)
+            self._terms = ((None, self._tensors),)
+        return self._tensors
+
+    @property
+    def evaluated(self) -> bool:
+        return self._tensors is not None
+
+    def evaluate_into(self, out: list) -> list:
+        """Write the value into the existing tensors ``out`` (a buffer reused step after step) and
+        return them; this vector keeps no reference to ``out``, so overwriting ``out`` later is safe."""
+        return _evaluate(self._terms, out)
+
+    def _scaled(self, c) -> "ParamVec":
+        return ParamVec(terms=tuple((_times(a, c), t) for a, t in self._terms))
+
+    # ------------------------------------------------------------------ arithmetic
     def __add__(self, o):
-        o = _scalar(o)
-        return NotImplemented if o is NotImplemented else ParamVec(torch._foreach_add(self.tensors, o))
+        if isinstance(o, ParamVec):
+            return ParamVec(terms=_merge(self._terms + o._terms))
+        c = _coefficient(o)
+        return NotImplemented if c is NotImplemented else ParamVec(torch._foreach_add(self.tensors, c))
 
     __radd__ = __add__
 
     def __sub__(self, o):
-        o = _scalar(o)
-        return NotImplemented if o is NotImplemented else ParamVec(torch._foreach_sub(self.tensors, o))
+        if isinstance(o, ParamVec):
+            return self + (-o)
+        c = _coefficient(o)
+        return NotImplemented if c is NotImplemented else self + (-c)
 
     def __rsub__(self, o):                       # o - self (o a number or a 0-d tensor)
-        o = _scalar(o)
-        return NotImplemented if o is NotImplemented else ParamVec(
-            torch._foreach_add(torch._foreach_neg(self.tensors), o))
+        return -self + o
 
     def __mul__(self, o):
-        o = _scalar(o)
-        return NotImplemented if o is NotImplemented else ParamVec(torch._foreach_mul(self.tensors, o))
+        if isinstance(o, ParamVec):
+            return ParamVec(torch._foreach_mul(self.tensors, o.tensors))
+        c = _coefficient(o)
+        return NotImplemented if c is NotImplemented else self._scaled(c)
 
     __rmul__ = __mul__
 
     def __truediv__(self, o):
-        o = _scalar(o)
-        return NotImplemented if o is NotImplemented else ParamVec(torch._foreach_div(self.tensors, o))
+        if isinstance(o, ParamVec):
+            return ParamVec(torch._foreach_div(self.tensors, o.tensors))
+        c = _coefficient(o)
+        return NotImplemented if c is NotImplemented else self._scaled(1 / c)
 
     def __neg__(self):
-        return ParamVec(torch._foreach_neg(self.tensors))
+        return self._scaled(-1)
 
     # ------------------------------------------------------------------ the two methods vec.py uses
     def norm(self) -> torch.Tensor:
         """Global Euclidean norm over all tensors, as a 0-d tensor (no host synchronisation)."""
-        norms = torch._foreach_norm(self.tensors)
+        c, tensors = self._terms[0] if len(self._terms) == 1 else (None, self.tensors)
+        norms = torch._foreach_norm(tensors)
         if len({n.dtype for n in norms}) > 1:
             norms = [n.float() for n in norms]
-        return torch.linalg.vector_norm(torch.stack(norms))
+        n = torch.linalg.vector_norm(torch.stack(norms))
+        return n if c is None else n * abs(c)
 
     def safe_div(self, n) -> "ParamVec":
-        """self / n, and exactly 0 where n == 0 (the normalized direction at a stationary point).
-
-        Dividing by +inf instead of 0 keeps one true division (the same rounding as numpy's
-        ``np.divide(v, n, where=n > 0)``) and needs no synchronisation with the device.
-        """
+        """self / n, and exactly 0 where n == 0 (the normalized direction at a stationary point);
+        no synchronisation with the device."""
         if not isinstance(n, torch.Tensor):
             return self / n if n != 0 else 0.0 * self
-        return ParamVec(torch._foreach_div(self.tensors, torch.where(n != 0, n, torch.full_like(n, float("inf")))))
+        return self._scaled(torch.where(n != 0, n.reciprocal(), torch.zeros_like(n)))
 
     # ------------------------------------------------------------------ helpers
-    def dot(self, o: "ParamVec") -> torch.Tensor:
-        return torch.dot(self.flat(), o.flat())
-
     def clone(self) -> "ParamVec":
         return ParamVec(torch._foreach_mul(self.tensors, 1))
-
-    def copy_to(self, tensors) -> None:
-        """Write this vector into ``tensors`` in place (e.g. the parameters)."""
-        torch._foreach_copy_(list(tensors), self.tensors)
-
-    def numel(self) -> int:
-        return sum(t.numel() for t in self.tensors)
 
     def flat(self) -> torch.Tensor:
         return torch.cat([t.reshape(-1) for t in self.tensors])
@@ -109,14 +131,41 @@ class ParamVec:
         with torch.no_grad():
             return cls(torch._foreach_mul([p.detach() for p in params], 1))
 
-    @classmethod
-    def zeros_like(cls, tensors) -> "ParamVec":
-        return cls([torch.zeros_like(t, memory_format=torch.preserve_format) for t in tensors])
-
     def __len__(self):
-        return len(self.tensors)
+        return len(self._terms[0][1])
 
     def __repr__(self):
-        shapes = ", ".join(str(tuple(t.shape)) for t in self.tensors[:4])
-        more = ", ..." if len(self.tensors) > 4 else ""
-        return f"ParamVec({len(self.tensors)} tensors: {shapes}{more})"
+        shapes = ", ".join(str(tuple(t.shape)) for t in self._terms[0][1][:4])
+        more = ", ..." if len(self) > 4 else ""
+        return f"ParamVec({len(self)} tensors: {shapes}{more})"
+
+
+def _merge(terms) -> tuple:
+    """Terms over the same tensor list combined into one (x + c x = (1 + c) x)."""
+    merged: dict[int, list] = {}
+    for c, t in terms:
+        if id(t) in merged:
+            a = merged[id(t)][0]
+            merged[id(t)][0] = (1 if a is None else a) + (1 if c is None else c)
+        else:
+            merged[id(t)] = [c, t]
+    return tuple((c, t) for c, t in merged.values())
+
+
+def _evaluate(terms, out=None) -> list:
+    """sum_i c_i * T_i into ``out``, or else into one new buffer: the term with a tensor coefficient
+    (if any) starts it, the others are added in place (numbers as ``alpha``, no temporaries)."""
+    terms = sorted(terms, key=lambda term: not isinstance(term[0], torch.Tensor))
+    (c, t), rest = terms[0], terms[1:]
+    if out is None:
+        out = torch._foreach_mul(t, 1 if c is None else c)
+    else:
+        torch._foreach_copy_(out, t)
+        if c is not None:
+            torch._foreach_mul_(out, c)
+    for c, t in rest:
+        if isinstance(c, torch.Tensor):
+            torch._foreach_add_(out, torch._foreach_mul(t, c))
+        else:
+            torch._foreach_add_(out, t, alpha=1 if c is None else c)
+    return out
