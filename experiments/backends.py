@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +102,24 @@ def _samconv_installed() -> bool:
         return False
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, with one line, when ``host:port`` (or ``ray://host:port``) does not accept a TCP
+    connection: ray.init would otherwise retry for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return                                   # "auto" and the like: ray decides
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise InputError(f"cannot reach the Ray cluster at {address} ({_one_line(err)}): start it with "
+                         f"'ray start --head --port {port}' on {host} or fix --address") from None
+
+
 def connect_ray(address: str | None, jobs: int | None):
     """Connect to the cluster at ``address`` (or start a local one with ``jobs`` CPUs)."""
     ray = ray_module()
+    if address:
+        check_reachable(address)
     kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
     if address:
         kwargs["address"] = address

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -41,8 +41,13 @@ def check_writable(out: Path) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise InputError(f"cannot write to --out {out}: choose a writable folder")
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(probe)
+        with tempfile.TemporaryFile(dir=probe):      # a real write: os.access trusts root everywhere
+            pass
+    except OSError:
+        raise InputError(f"cannot write to --out {out}: choose a writable folder") from None
 
 
 METHOD_FLAGS = ("lam", "sigma", "beta", "theta", "lam_r", "noise", "m", "base")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convergence.errors import InputError, unknown
+from experiments import backends
 from experiments.common import OneLineParser, check_writable, fail, positive
 
 PROG = "python -m experiments.sweep"
@@ -201,6 +202,8 @@ def plan(args) -> list[Cell]:
                              f"{'toy' if args.kind == 'cifar' else 'cifar'}, not --kind {args.kind}")
     if args.address and args.backend != "ray":
         raise InputError("--address applies to --backend ray")
+    if args.address and not args.dry_run:
+        backends.check_reachable(args.address)
     if args.jobs is not None:
         positive("--jobs", args.jobs, integer=True)
     methods = _names(args.methods, "--methods", "method", list(METHODS))
@@ -489,7 +492,6 @@ def grid_figure(out: Path, cells: list[Cell]) -> list[Path]:
 
 # ---------------------------------------------------------------- main
 def main(argv=None) -> int:
-    from experiments import backends
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:

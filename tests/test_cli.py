@@ -2,10 +2,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from convergence.errors import InputError
 from convergence.trace import COLUMNS, read_csv
 from experiments import run_toy
 
@@ -66,6 +68,13 @@ def test_unwritable_out_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert toy(blocker / "sub") == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (unwritable even for root)")
+def test_out_in_a_folder_that_refuses_files_is_refused_before_work():
+    from experiments.common import check_writable
+    with pytest.raises(InputError, match="cannot write to --out /proc/samconv-x"):
+        check_writable(Path("/proc/samconv-x/run"))
 
 
 def test_compare_puts_several_folders_on_one_figure(tmp_path):

@@ -103,3 +103,18 @@ def test_a_task_whose_worker_dies_is_retried_once_and_reported_once(tmp_path):
              backends.Task("fine", _die_once, (str(tmp_path), 7))]
     results = sorted(backends.run_ray(tasks, ray))
     assert results == [("dies", True, 42), ("fine", True, 7)]
+
+
+def test_unreachable_address_fails_at_once_with_one_line(tmp_path):
+    """A port nobody listens on: refused in well under the minutes ray.init would retry."""
+    import socket
+    with socket.socket() as s:                     # bind, never listen: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "experiments.sweep", *GRID, "--backend", "ray",
+                               "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "x")],
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in lines[0]
+    assert not (tmp_path / "x").exists()
