@@ -318,7 +318,7 @@ def test_bf16_autocast_and_clipping():
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     lr, clip = 0.5, 1e-3
     opt = SAMFamily(net.parameters(), torch.optim.SGD, method="sam", lr=lr, model=net, max_grad_norm=clip)
-    before = ParamVec.of_params(net.parameters())
+    before = ParamVec([p.detach().clone() for p in net.parameters()])
 
     def closure():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -330,7 +330,115 @@ def test_bf16_autocast_and_clipping():
 
     loss = opt.step(closure)
     assert torch.isfinite(loss)
-    after = ParamVec.of_params(net.parameters())
+    after = ParamVec([p.detach().clone() for p in net.parameters()])
     moved = (after - before).norm().item()
     assert 0 < moved <= lr * clip * (1 + 1e-5)                   # the clipped g_k was used
     assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+# ------------------------------------------------------------------------ precision, ownership, misuse
+def test_norm_is_taken_in_float32_or_wider():
+    """Half-precision gradients of norm 1e-6: 1/||g|| overflows float16, the direction must not."""
+    g = ParamVec([torch.full((4,), 5e-7, dtype=torch.float16), torch.full((2, 2), -5e-7, dtype=torch.float16)])
+    d = normalize(g)
+    assert all(t.dtype == torch.float16 and torch.isfinite(t).all() for t in d.tensors)
+    assert abs(norm(d).item() - 1) < 2e-3
+    mixed = ParamVec([torch.tensor([1e-3], dtype=F64), torch.tensor([3.0, 4.0])])
+    assert norm(mixed).dtype == F64 and abs(norm(mixed).item() - np.sqrt(25 + 1e-6)) < 1e-15
+
+
+class _WithUnused(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used, self.unused = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_parameters_without_gradient_are_skipped_by_the_base_step():
+    """As with plain SGD, weight decay must not move a parameter that got no gradient."""
+    torch.manual_seed(0)
+    for two_call in (False, True):
+        net = _WithUnused()
+        w = net.unused.weight.detach().clone()
+        opt = SAMFamily(net.parameters(), torch.optim.SGD, method="sam", lr=0.1, weight_decay=0.5)
+        x = torch.randn(4, 3)
+        if two_call:
+            net(x).sum().backward()
+            opt.first_step(zero_grad=True)
+            net(x).sum().backward()
+            opt.second_step()
+        else:
+            opt.step(lambda: net(x).sum().backward())
+        assert torch.equal(net.unused.weight, w) and net.unused.weight.grad is None
+        assert net.used.weight.grad is not None
+
+
+def test_gradients_in_shared_storage_are_copied_before_the_next_pass():
+    """DDP's gradient_as_bucket_view leaves p.grad as views of one bucket that every backward
+    overwrites; F-SAM, DNSAM and m-SAM keep gradients across passes and must see their own."""
+    import torch.distributed as dist
+    import tempfile
+    torch.manual_seed(0)
+    U, V = torch.randn(8, 3, dtype=F64), torch.randn(8, dtype=F64)
+    w0 = torch.randn(3, dtype=F64)
+    store = tempfile.NamedTemporaryFile(delete=False).name
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        for name, options in (("fsam", {"beta": 0.6}), ("dnsam", {}), ("msam", {"m": 2})):
+            finals = []
+            for wrap in (False, True):
+                net = torch.nn.Linear(3, 1, bias=False).double()
+                with torch.no_grad():
+                    net.weight.copy_(w0)
+                module = torch.nn.parallel.DistributedDataParallel(net, gradient_as_bucket_view=True) \
+                    if wrap else net
+                opt = SAMFamily(net.parameters(), torch.optim.SGD, method=name, method_options=options,
+                                rho=0.1, lr=0.05)
+
+                def loss(u, v):
+                    ((module(u).squeeze(1) - v) ** 2).mean().backward()
+
+                for _ in range(3):
+                    opt.step(loss, batch=(U, V), full_closure=lambda: loss(U, V))
+                finals.append(net.weight.detach().clone())
+                del module
+            torch.testing.assert_close(finals[1], finals[0], rtol=0, atol=1e-15, msg=name)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_reduce_keeps_each_parameters_dtype():
+    import torch.distributed as dist
+    import tempfile
+    store = tempfile.NamedTemporaryFile(delete=False).name
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        a = torch.nn.Parameter(torch.ones(2, dtype=F64))
+        b = torch.nn.Parameter(torch.ones(3, dtype=torch.float32))
+        opt = SAMFamily([a, b], torch.optim.SGD, method="sam", lr=0.1, distributed="global")
+        opt.step(lambda: ((a ** 2).sum() + (b ** 2).sum().double()).backward())
+        assert a.dtype == F64 and b.dtype == torch.float32 and torch.isfinite(b).all()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_refused_first_step_and_pending_load_leave_everything_as_it_was():
+    lin = torch.nn.Linear(3, 1)
+    opt = SAMFamily(lin.parameters(), torch.optim.SGD, method="rsam", lr=0.1)
+    lin(torch.ones(2, 3)).sum().backward()
+    grad = lin.weight.grad
+    with pytest.raises(InputError, match="step\\(closure"):
+        opt.first_step()
+    assert lin.weight.grad is grad                           # the user's gradient is still there
+    opt = SAMFamily(lin.parameters(), torch.optim.SGD, method="fsam", lr=0.1)
+    saved = opt.state_dict()
+    opt.step(lambda: lin(torch.ones(2, 3)).sum().backward())
+    lin(torch.ones(2, 3)).sum().backward()
+    opt.first_step(zero_grad=True)
+    with pytest.raises(RuntimeError, match="second_step"):
+        opt.load_state_dict(saved)
+    with pytest.raises(RuntimeError, match="second_step"):
+        opt.state_dict()
+    assert opt.k == 1 and opt.rule_state is not None

@@ -128,6 +128,23 @@ class TorchStreams:
 
 
 # ------------------------------------------------------------------------------------------- oracles
+def _owned(params) -> tuple[ParamVec, set]:
+    """Take over the gradients the last backward left in ``p.grad`` (``p.grad`` becomes None) as a
+    vector nobody else writes: views into shared storage (DDP's gradient_as_bucket_view, which the
+    next backward overwrites) are copied. A parameter without a gradient contributes zeros and its
+    index is returned, so that the base step can skip it as it would without SAM."""
+    grads, missing = [], set()
+    for i, p in enumerate(params):
+        if p.grad is None:
+            missing.add(i)
+        grads.append(torch.zeros_like(p) if p.grad is None else p.grad)
+        p.grad = None
+    views = [i for i, g in enumerate(grads) if g._base is not None]
+    for i, copy in zip(views, torch._foreach_mul([grads[i] for i in views], 1) if views else ()):
+        grads[i] = copy
+    return ParamVec(grads), missing
+
+
 class _StepContext:
     """What the oracles of one step share: the parameters, x_k, the closures, the buffer that holds
     perturbed points, and which point the parameters hold now (moved only when a gradient is asked
@@ -139,6 +156,7 @@ class _StepContext:
         self.model, self.reduce_each, self.freeze_all = model, reduce_each, freeze_all
         self.current = x
         self.passes = 0
+        self.missing = set()         # parameters that got no gradient in any pass of the step
         self.primary = False
         self.first_loss = None
 
@@ -161,11 +179,10 @@ class _StepContext:
             loss = fn(*args)
         if self.first_loss is None and loss is not None:
             self.first_loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
-        self.passes += 1
         self.primary = False
-        g = ParamVec([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
-        for p in self.params:
-            p.grad = None
+        g, missing = _owned(self.params)
+        self.missing = missing if self.passes == 0 else self.missing & missing
+        self.passes += 1
         return g
 
 
@@ -190,7 +207,8 @@ class BatchOracle:
             raise InputError("this method needs the full gradient (DNSAM): pass full_closure=..., a "
                              "closure that back-propagates the loss of the data set or a fixed probe subset")
         self.ctx.move_to(y)
-        return self.ctx.gradient(self.ctx.full_closure, (), primary=False, frozen=True)
+        g = self.ctx.gradient(self.ctx.full_closure, (), primary=False, frozen=True)
+        return self.ctx.reduce_each(g) if self.ctx.reduce_each is not None else g
 
     def split(self, m: int) -> list:
         if self.batch is None:
@@ -256,6 +274,9 @@ def _pack(state):
 
 def _unpack(state, params):
     if isinstance(state, dict) and "__paramvec__" in state:
+        if len(state["__paramvec__"]) != len(params):
+            raise ValueError(f"this state_dict holds vectors of {len(state['__paramvec__'])} tensors, the "
+                             f"optimizer has {len(params)} trainable parameters")
         return ParamVec([t.to(device=p.device, dtype=p.dtype) for t, p in zip(state["__paramvec__"], params)])
     if isinstance(state, dict) and "__seq__" in state:
         seq = [_unpack(s, params) for s in state["__seq__"]]
@@ -327,10 +348,11 @@ class SAMFamily(torch.optim.Optimizer):
             raise RuntimeError("first_step() is awaiting its second_step(): call second_step() first")
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
 
-    def _perturbed_buffer(self, params):
-        """A callable giving the storage of perturbed points, tensors like ``params``: allocated once
-        and again only if the parameters change shape, dtype or device. Reusing it spares a fresh
-        parameter-sized allocation per step (on CPU, page faults that cost more than the arithmetic)."""
+    def _buffer_source(self, params):
+        """A function returning the storage of perturbed points, tensors like ``params`` (called only
+        when a step moves the parameters): allocated once and again only if the parameters change
+        shape, dtype or device. Reusing it spares a fresh parameter-sized allocation per step (on
+        CPU, page faults that cost more than the arithmetic)."""
         def buffer():
             b = self._buffer
             if b is None or len(b) != len(params) or any(
@@ -346,16 +368,20 @@ class SAMFamily(torch.optim.Optimizer):
         return TorchStreams(self.seed, self.k, self.exact_random, salt)
 
     def _reduce(self, g: ParamVec) -> ParamVec:
-        """Average a gradient over the ranks: one all-reduce of the flattened vector."""
+        """Average a gradient over the ranks: one all-reduce of the flattened vector (in the widest
+        dtype of its tensors; each piece goes back to its own dtype)."""
         import torch.distributed as dist
         flat = g.flat()
         dist.all_reduce(flat)
         flat /= dist.get_world_size()
-        return ParamVec([c.view_as(t) for c, t in zip(flat.split([t.numel() for t in g.tensors]), g.tensors)])
+        pieces = flat.split([t.numel() for t in g.tensors])
+        return ParamVec([c.view_as(t).to(t.dtype) for c, t in zip(pieces, g.tensors)])
 
-    def _descend(self, params, g: ParamVec, state) -> None:
-        for p, gi in zip(params, g.tensors):
-            p.grad = gi
+    def _descend(self, params, g: ParamVec, state, missing=()) -> None:
+        """The base step with g_k as the gradient; parameters in ``missing`` (no gradient in any
+        pass) keep ``p.grad = None``, so weight decay and momentum skip them as without SAM."""
+        for i, (p, gi) in enumerate(zip(params, g.tensors)):
+            p.grad = None if i in missing else gi
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         self.base_optimizer.step()
@@ -381,7 +407,7 @@ class SAMFamily(torch.optim.Optimizer):
         x = _point(params)
         state = self._state(x)
         reduce_each = self._reduce if self.distributed == "global" else None
-        ctx = self._ctx = _StepContext(params, x, self._perturbed_buffer(params), closure, full_closure,
+        ctx = self._ctx = _StepContext(params, x, self._buffer_source(params), closure, full_closure,
                                        self.model, reduce_each)
         try:
             g, _, state = self.rule.gradient(self.k, x, BatchOracle(ctx, self._as_batch(batch)),
@@ -392,7 +418,7 @@ class SAMFamily(torch.optim.Optimizer):
         state = _unshare(state, x)
         if self.distributed == "local":
             g = self._reduce(g)
-        self._descend(params, g, state)
+        self._descend(params, g, state, ctx.missing)
         return ctx.first_loss
 
     @torch.no_grad()
@@ -401,7 +427,7 @@ class SAMFamily(torch.optim.Optimizer):
         BatchNorm statistics, and without communication (for probes: ||g_k - grad f||)."""
         params = self._params()
         x = _point(params)
-        ctx = _StepContext(params, x, self._perturbed_buffer(params), closure, full_closure, self.model,
+        ctx = _StepContext(params, x, self._buffer_source(params), closure, full_closure, self.model,
                            None, freeze_all=True)
         try:
             g, _, _ = self.rule.gradient(self.k, x, BatchOracle(ctx, self._as_batch(batch)),
@@ -419,14 +445,18 @@ class SAMFamily(torch.optim.Optimizer):
             raise InputError(f"method '{self.rule.name}' computes its own gradients: use step(closure, batch=...)")
         params = self._params()
         x = _point(params)
-        g = ParamVec([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
-        for p in params:
-            p.grad = None
-        if self.distributed == "global":
-            g = self._reduce(g)
-        ctx = _StepContext(params, x, self._perturbed_buffer(params), None, full_closure, self.model, None)
-        d, state = self.rule.direction(self.k, x, _GivenOracle(self.rule.name, ctx, g), self._state(x),
-                                       self._streams())
+        given = [p.grad for p in params]
+        g, _ = _owned(params)
+        try:
+            if self.distributed == "global":
+                g = self._reduce(g)
+            ctx = _StepContext(params, x, self._buffer_source(params), None, full_closure, self.model, None)
+            d, state = self.rule.direction(self.k, x, _GivenOracle(self.rule.name, ctx, g), self._state(x),
+                                           self._streams())
+        except InputError:                       # e.g. RSAM: leave the user's gradients as they were
+            for p, t in zip(params, given):
+                p.grad = t
+            raise
         ctx.move_to(x + self.rho * d)
         self._pending = (params, x, _unshare(state, x))
         if zero_grad:
@@ -440,32 +470,36 @@ class SAMFamily(torch.optim.Optimizer):
             raise RuntimeError("second_step() called without first_step()")
         params, x, state = self._pending
         self._pending = None
-        g = ParamVec([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        g, missing = _owned(params)
         for p, t in zip(params, x.tensors):
             p.data = t
         if self.distributed is not None:
             g = self._reduce(g)
-        self._descend(params, g, state)
+        self._descend(params, g, state, missing)
         if zero_grad:
             self.zero_grad()
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
+        self._params()                           # refuses while a first_step() awaits second_step()
         sd = self.base_optimizer.state_dict()
         sd["samconv"] = {"rule": repr(self.rule), "k": self.k, "initialized": self._initialized,
                          "rule_state": _pack(self.rule_state)}
         return sd
 
     def load_state_dict(self, state_dict):
+        """Load a ``state_dict()``; checked whole before anything is changed."""
+        params = self._params()
         sd = dict(state_dict)
         extra = sd.pop("samconv", None)
-        self.base_optimizer.load_state_dict(sd)
-        self.param_groups = self.base_optimizer.param_groups
         if extra is not None:
             if extra["rule"] != repr(self.rule):
                 raise ValueError(f"this state_dict is of {extra['rule']}, the optimizer runs {self.rule!r}")
-            self.k, self._initialized = int(extra["k"]), bool(extra["initialized"])
-            self.rule_state = _unpack(extra["rule_state"], self._params())
+            rule_state = _unpack(extra["rule_state"], params)
+        self.base_optimizer.load_state_dict(sd)
+        self.param_groups = self.base_optimizer.param_groups
+        if extra is not None:
+            self.k, self._initialized, self.rule_state = int(extra["k"]), bool(extra["initialized"]), rule_state
 
     def __repr__(self):
         return f"SAMFamily({self.rule!r}, rho={self.rho}, base={self.base_optimizer.__class__.__name__})"

@@ -8,10 +8,13 @@ and evaluated once, when its tensors are needed, by one ``torch._foreach_mul`` a
 instead of one per operation (a per-parameter-loop SAM needs two). Every evaluation is a
 ``torch._foreach_*`` call over all tensors (one fused kernel per dtype/device group on CUDA), never a
 Python loop doing arithmetic per parameter. Values are immutable, as numpy arrays are to the rules:
-an evaluation writes only into a buffer it allocates, so a rule may keep any vector it is given.
+an evaluation writes only into a buffer it allocates (or the one it is given), so a rule may keep any
+vector it is given, provided nobody else overwrites the operand tensors (the optimizer owns every
+gradient it hands to a rule: see ``optim._owned``).
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import torch
@@ -96,18 +99,22 @@ class ParamVec:
         if isinstance(o, ParamVec):
             return ParamVec(torch._foreach_div(self.tensors, o.tensors))
         c = _coefficient(o)
-        return NotImplemented if c is NotImplemented else self._scaled(1 / c)
+        if c is NotImplemented:
+            return NotImplemented
+        return self._scaled(1 / c if isinstance(c, torch.Tensor) or c != 0 else float("inf"))
 
     def __neg__(self):
         return self._scaled(-1)
 
     # ------------------------------------------------------------------ the two methods vec.py uses
     def norm(self) -> torch.Tensor:
-        """Global Euclidean norm over all tensors, as a 0-d tensor (no host synchronisation)."""
+        """Global Euclidean norm over all tensors, as a 0-d tensor (no host synchronisation), in
+        float32 or the widest parameter dtype if wider: a half-precision norm under- or overflows
+        (and so would 1/norm), and mixed dtypes keep the precision of the widest."""
         c, tensors = self._terms[0] if len(self._terms) == 1 else (None, self.tensors)
-        norms = torch._foreach_norm(tensors)
-        if len({n.dtype for n in norms}) > 1:
-            norms = [n.float() for n in norms]
+        dtype = functools.reduce(torch.promote_types, {t.dtype for t in tensors}, torch.float32)
+        device = tensors[0].device
+        norms = [n.to(device) for n in torch._foreach_norm(tensors, 2, dtype=dtype)]
         n = torch.linalg.vector_norm(torch.stack(norms))
         return n if c is None else n * abs(c)
 
@@ -125,19 +132,11 @@ class ParamVec:
     def flat(self) -> torch.Tensor:
         return torch.cat([t.reshape(-1) for t in self.tensors])
 
-    @classmethod
-    def of_params(cls, params) -> "ParamVec":
-        """A detached copy of the parameters' current values."""
-        with torch.no_grad():
-            return cls(torch._foreach_mul([p.detach() for p in params], 1))
-
-    def __len__(self):
-        return len(self._terms[0][1])
-
     def __repr__(self):
-        shapes = ", ".join(str(tuple(t.shape)) for t in self._terms[0][1][:4])
-        more = ", ..." if len(self) > 4 else ""
-        return f"ParamVec({len(self)} tensors: {shapes}{more})"
+        tensors = self._terms[0][1]
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors[:4])
+        more = ", ..." if len(tensors) > 4 else ""
+        return f"ParamVec({len(tensors)} tensors: {shapes}{more})"
 
 
 def _merge(terms) -> tuple:
