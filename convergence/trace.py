@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -18,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+_UMASK = os.umask(0)        # read the process umask (the only way) and put it back
+os.umask(_UMASK)
 
 COLUMNS = ["run", "method", "problem", "iter", "f", "f_gap", "grad_norm", "dist_to_opt",
            "step", "rho", "err", "err_bound", "status"]
@@ -122,10 +126,17 @@ def read_csv(path) -> dict[str, np.ndarray]:
         if header != COLUMNS:
             raise ValueError(f"{path} is not a samconv trace (header {header}); rerun the experiment")
         rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(COLUMNS):
+            raise ValueError(f"{path} line {line} has {len(row)} cells, expected {len(COLUMNS)}: the file "
+                             f"is truncated or edited; rerun the experiment")
     cols = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
-    out = {name: np.array([float(v) if v else np.nan for v in cols[name]]) for name in NUMERIC}
-    out["run"] = np.array([int(v) for v in cols["run"]], dtype=np.int64)
-    out["iter"] = np.array([int(v) for v in cols["iter"]], dtype=np.int64)
+    try:
+        out = {name: np.array([float(v) if v else np.nan for v in cols[name]]) for name in NUMERIC}
+        out["run"] = np.array([int(v) for v in cols["run"]], dtype=np.int64)
+        out["iter"] = np.array([int(v) for v in cols["iter"]], dtype=np.int64)
+    except ValueError as err:
+        raise ValueError(f"{path} holds a cell that is not a number ({err}); rerun the experiment") from None
     for name in ("method", "problem", "status"):
         out[name] = np.array(cols[name], dtype=object)
     return out
@@ -138,6 +149,7 @@ def atomic_write(path, text: str | bytes) -> None:
     mode = "wb" if isinstance(text, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)          # mkstemp's 0600 would hide results from a group
         with os.fdopen(fd, mode) as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -147,13 +159,26 @@ def atomic_write(path, text: str | bytes) -> None:
 
 
 def write_json(path, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Strict JSON (non-finite numbers, e.g. the loss of a diverged run, become null), atomically."""
+    atomic_write(path, json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default,
+                                  allow_nan=False) + "\n")
+
+
+def _finite(v):
+    """``v`` with every NaN/inf float (numpy ones and arrays included) replaced by None."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _finite(v.tolist())
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
 
 
 def _json_default(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.floating, np.integer)):
+    if isinstance(v, np.generic):              # numpy integers and booleans (floats: see _finite)
         return v.item()
     raise TypeError(f"not JSON serializable: {type(v).__name__}")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,18 +37,38 @@ def positive(name: str, value, integer: bool = False, allow_zero: bool = False):
 
 
 def check_writable(out: Path) -> None:
-    """Refuse an --out that cannot be created or written, before any work is done."""
+    """Refuse an --out that cannot be created or written, before any work is done: a real file is
+    created and removed in the nearest existing folder (os.access trusts root everywhere)."""
     from convergence.errors import InputError
     probe = out
-    while not probe.exists():
-        probe = probe.parent
     try:
+        while not probe.exists():
+            probe = probe.parent
         if not probe.is_dir():
-            raise NotADirectoryError(probe)
-        with tempfile.TemporaryFile(dir=probe):      # a real write: os.access trusts root everywhere
+            raise NotADirectoryError(0, "not a folder")
+        with tempfile.TemporaryFile(dir=probe):
             pass
-    except OSError:
-        raise InputError(f"cannot write to --out {out}: choose a writable folder") from None
+    except OSError as err:
+        raise InputError(f"cannot write to --out {out} ({err.strerror or err}): choose a writable folder") from None
+
+
+def check_seed(seed) -> int:
+    """A seed is an integer in [0, 2^63) (the counter-based streams hash it as 64 bits)."""
+    from convergence.errors import InputError
+    if not (isinstance(seed, int) and 0 <= seed < 2 ** 63):
+        raise InputError(f"--seed must be an integer in [0, 2^63), got {seed}")
+    return seed
+
+
+def check_memory(numbers: int, what: str, copies: int = 8) -> None:
+    """Refuse a run whose float64 arrays (``numbers`` per array, about ``copies`` arrays alive)
+    would not fit in half of this machine's memory, instead of a MemoryError midway."""
+    from convergence.errors import InputError
+    need = numbers * 8 * copies
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have / 2:
+        raise InputError(f"{what} = {numbers:.3g} numbers per array needs about {need / 2 ** 30:.3g} GiB, "
+                         f"more than half of this machine's {have / 2 ** 30:.3g} GiB: lower them")
 
 
 METHOD_FLAGS = ("lam", "sigma", "beta", "theta", "lam_r", "noise", "m", "base")

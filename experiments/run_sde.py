@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.common import OneLineParser, check_writable, fail, positive
+from experiments.common import OneLineParser, check_memory, check_seed, check_writable, fail, positive
 
 PROBLEMS = ("noisy_quadratic", "saddle", "iris", "breast_cancer")
 
@@ -68,14 +68,16 @@ def configure(args) -> dict:
     positive("--eta", args.eta)
     positive("--rho", args.rho, allow_zero=True)
     positive("--paths", args.paths, integer=True)
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
-    make_objective(args.problem)
+    check_seed(args.seed)
+    _, init = make_objective(args.problem)
+    check_memory(args.paths * init(np.arange(1), 0).shape[1], "--paths x dimension")
     T = args.time if args.time is not None else {"saddle": 30.0, "noisy_quadratic": 2.0}.get(args.problem, 3.0)
     positive("--time", T)
     dt = positive("--dt", args.dt) if args.dt is not None else args.eta
     if T / args.eta > 1e6 or T / dt > 1e6:
         raise InputError(f"--time {T} needs more than 10^6 steps: raise --eta/--dt or lower --time")
+    if round(T / args.eta) < 1 or T / dt < 1:
+        raise InputError(f"--time {T} is shorter than one step (--eta {args.eta}, --dt {dt}): raise --time")
     out = Path(args.out or f"results/sde-{args.problem}-{args.method}")
     check_writable(out)
     return {"method": args.method, "eta": args.eta, "rho": args.rho, "problem": args.problem, "time": T,
@@ -89,10 +91,17 @@ def execute(cfg: dict):
     X0 = init(runs, cfg["seed"])
     steps = int(round(cfg["time"] / cfg["eta"]))
     times = np.linspace(0, steps * cfg["eta"], 51)
-    t, vd, _ = sde.discrete(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps, seed=cfg["seed"], times=times)
-    _, vs, _ = sde.simulate(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps * cfg["eta"], dt=cfg["dt"],
-                            seed=cfg["seed"] + 1, times=times)
+    with np.errstate(all="ignore"):             # a diverging path is reported, not warned about
+        t, vd, _ = sde.discrete(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps, seed=cfg["seed"],
+                                times=times)
+        _, vs, _ = sde.simulate(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps * cfg["eta"],
+                                dt=cfg["dt"], seed=cfg["seed"] + 1, times=times)
     return t, vd, vs
+
+
+def diverged(v: np.ndarray) -> int:
+    """Paths whose loss left the finite numbers."""
+    return int((~np.isfinite(v).all(axis=0)).sum())
 
 
 def write(cfg, t, vd, vs, seconds):
@@ -121,7 +130,9 @@ def write(cfg, t, vd, vs, seconds):
     save(fig, out / "figure")
     write_json(out / "summary.json", {"config": cfg, "seed": cfg["seed"], "provenance": provenance(),
                                       "final_loss_discrete": float(vd[-1].mean()),
-                                      "final_loss_sde": float(vs[-1].mean()), "seconds": round(seconds, 3)})
+                                      "final_loss_sde": float(vs[-1].mean()),
+                                      "diverged_paths": {"discrete": diverged(vd), "sde": diverged(vs)},
+                                      "seconds": round(seconds, 3)})
 
 
 def main(argv=None) -> int:
@@ -137,7 +148,11 @@ def main(argv=None) -> int:
     write(cfg, t, vd, vs, time.time() - start)
     print(f"{cfg['method'].upper()} on {cfg['problem']}: final loss discrete {vd[-1].mean():.6g}, "
           f"SDE {vs[-1].mean():.6g} (mean of {cfg['paths']}); wrote {cfg['out']}")
-    return 0
+    bad = {kind: diverged(v) for kind, v in (("discrete", vd), ("SDE", vs)) if diverged(v)}
+    if bad:
+        print("diverged: " + ", ".join(f"{n} of {cfg['paths']} {kind} paths" for kind, n in bad.items())
+              + " (exit status 3)")
+    return 3 if bad else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.common import OneLineParser, fail
+from convergence.errors import InputError
+from experiments.common import OneLineParser, check_writable, fail
 
 
 def main(argv=None) -> int:
@@ -26,6 +27,10 @@ def main(argv=None) -> int:
             return fail("figures.compare", f"{d} has no trace.csv: pass folders written by run_toy")
     if labels and len(labels) != len(args.dirs):
         return fail("figures.compare", f"--labels has {len(labels)} names for {len(args.dirs)} folders")
+    try:
+        check_writable(Path(args.out).parent)
+    except InputError as err:
+        return fail("figures.compare", str(err))
     from figures.convergence import plot_dirs
     try:
         paths = plot_dirs(args.dirs, args.out, args.title, labels)
