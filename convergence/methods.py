@@ -88,14 +88,19 @@ class Unified(Rule):
     """Unified SAM, Oikonomou & Loizou (2025), Sec. 3: d_k = (1 - lam + lam/||g||) g.
 
     lam = 0 is USAM, lam = 1 is SAM. ``lam`` is a number in [0, 1] or a Schedule in k (their code's
-    '1/t' is lam_k = 1/(k+1), '1-1/t' is lam_k = 1 - 1/(k+1)).
+    '1/t' is lam_k = 1/(k+1), '1-1/t' is lam_k = 1 - 1/(k+1)), checked to lie in [0, 1] on k < SCAN.
     """
 
     name, paper = "unified", "Oikonomou & Loizou (2025), Unified SAM (Sec. 3)"
     hyper = {"lam": 0.5}
 
     def __init__(self, lam=0.5):
-        self.lam = lam if callable(lam) else _check("lam", lam, 0, 1)
+        if callable(lam):
+            from convergence.schedules import SCAN
+            lam.check("--lam", SCAN, lambda v: (v >= 0) & (v <= 1), "lie in [0, 1]")
+            self.lam = lam
+        else:
+            self.lam = _check("lam", lam, 0, 1)
 
     @property
     def error_model(self):

@@ -8,12 +8,15 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import sympy as sp
 
 from convergence.errors import InputError
 
 k = sp.Symbol("k", integer=True, nonnegative=True)
 e = sp.Symbol("e", integer=True, nonnegative=True)   # epoch counter of the CIFAR schedules
+SCAN = 10_000           # a schedule is checked numerically on k < SCAN where no run length is known
+MAX_DEPTH = 100         # nesting levels allowed in a user-written expression
 
 
 class Schedule:
@@ -23,9 +26,37 @@ class Schedule:
         self.expr = sp.sympify(expr)
         self.label = label or str(self.expr)
         self._f = sp.lambdify(k, self.expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+        self._values = np.empty(0)
 
     def __call__(self, step: int) -> float:
-        return float(self._f(step))
+        return float(self._values[step] if step < len(self._values) else self._f(step))
+
+    def values(self, n: int, name: str = "schedule") -> np.ndarray:
+        """[s(0), ..., s(n-1)], computed once (later calls read them); InputError at the first k
+        where s is undefined (division by zero, overflow, log of a negative, ...) or not finite."""
+        if len(self._values) < n:
+            out = np.full(n, np.nan)
+            try:
+                for step in range(n):
+                    out[step] = self._f(step)
+            except (ArithmeticError, ValueError, TypeError):
+                pass                    # from the k that failed on, out stays NaN: undefined
+            bad = np.flatnonzero(~np.isfinite(out))
+            if len(bad):
+                value = "undefined" if np.isnan(out[bad[0]]) else out[bad[0]]
+                raise InputError(f"{name} '{self.label}' is {value} at k={bad[0]}: give a schedule "
+                                 f"defined and finite for every k >= 0")
+            self._values = out
+        return self._values[:n]
+
+    def check(self, name: str, n: int, ok, rule: str) -> np.ndarray:
+        """values(n), each tested by ``ok`` (vectorised); InputError at the first k that fails."""
+        values = self.values(n, name)
+        bad = np.flatnonzero(~ok(values))
+        if len(bad):
+            raise InputError(f"{name} must {rule} at every k; '{self.label}' is "
+                             f"{values[bad[0]]:g} at k={bad[0]}")
+        return values
 
     def __repr__(self):
         return f"Schedule({self.label})"
@@ -65,7 +96,7 @@ def _tokens(text: str):
 def parse_expression(text: str) -> sp.Expr:
     """Parse an arithmetic expression in k with a recursive-descent grammar (no eval)."""
     toks = _tokens(text)
-    pos = 0
+    pos = depth = 0
 
     def fail(msg):
         raise InputError(f"cannot parse schedule '{text}': {msg}")
@@ -93,10 +124,17 @@ def parse_expression(text: str) -> sp.Expr:
             node = node * unary() if take()[1] == "*" else node / unary()
         return node
 
-    def unary():
+    def unary():                  # every nesting (brackets, arguments, signs, exponents) passes here
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:
+            fail(f"nested more than {MAX_DEPTH} levels deep: simplify it")
         if peek()[1] in ("+", "-"):
-            return unary() if take()[1] == "+" else -unary()
-        return power()
+            node = unary() if take()[1] == "+" else -unary()
+        else:
+            node = power()
+        depth -= 1
+        return node
 
     def power():
         base = atom()

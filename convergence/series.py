@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from convergence.schedules import k
+from convergence.schedules import SCAN, Schedule, k
 
 _BIG = 10**12
 
@@ -110,10 +110,10 @@ def eventually_below(expr: sp.Expr, bound: float, label: str) -> Decision:
     return Decision(value < bound, method, f"lim = {value:g} {'<' if value < bound else '>'} {label} = {bound:g}")
 
 
-def always_at_most(expr: sp.Expr, bound: float, label: str, first: int = 10_000) -> Decision:
-    """a_k <= bound for every k: checked on k < first, and the tail through the limit/monotone order."""
-    f = sp.lambdify(k, expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
-    worst = max(f(i) for i in range(first))
+def always_at_most(expr: sp.Expr, bound: float, label: str, first: int = SCAN) -> Decision:
+    """a_k <= bound for every k: checked on k < first, and the tail through the limit/monotone order.
+    InputError when a_k is undefined or not finite at some k < first."""
+    worst = float(Schedule(expr).values(first).max())
     value, method = limit(expr)
     ok = worst <= bound * (1 + 1e-12) and value <= bound
     return Decision(ok, "numerical" if method == "numerical" else "symbolic+scan",

@@ -21,7 +21,7 @@ from experiments.common import OneLineParser, fail, positive
 def main(argv=None) -> int:
     from convergence.errors import InputError
     from convergence.methods import METHODS
-    from convergence.schedules import Schedule, parse_expression
+    from convergence.schedules import SCAN, Schedule, parse_expression
     from convergence.theory import Context, assess_theorems
     p = OneLineParser(prog="python -m experiments.check_schedule", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,13 +41,16 @@ def main(argv=None) -> int:
         from convergence.methods import make_method
         rule = make_method(args.method, **({"lam": args.lam} if args.lam is not None else {}))
         positive("--L", args.L)
-        if args.mu is not None:
-            positive("--mu", args.mu)
+        for flag in ("mu", "gamma_star", "rho_star"):
+            if getattr(args, flag) is not None:
+                positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
+        if args.mu is not None and args.mu > args.L:
+            raise InputError(f"--mu {args.mu:g} exceeds --L {args.L:g}: give mu <= L (a PL constant "
+                             f"never exceeds the smoothness constant)")
         t = Schedule(parse_expression(args.stepsize), args.stepsize)
         rho = Schedule(parse_expression(args.rho), args.rho)
         for name, s in (("--stepsize", t), ("--rho", rho)):
-            if not s(0) > 0:
-                raise InputError(f"{name} '{s.label}' must be positive at k = 0")
+            s.check(name, SCAN, lambda v: v > 0, "stay positive")
     except InputError as err:
         return fail("check_schedule", str(err))
     problem = SimpleNamespace(name="f", L=args.L, mu=args.mu, convex=args.convex or args.quadratic,

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from convergence.methods import method_options
-from experiments.common import METHOD_FLAGS, OneLineParser, add_method_flags, check_writable, fail, positive
+from experiments.common import (METHOD_FLAGS, OneLineParser, add_method_flags, check_memory, check_seed,
+                                check_writable, fail, positive)
 
 DEFAULT_DECAY = 0.6
 
@@ -78,16 +79,23 @@ def configure(args) -> dict:
     positive("--runs", args.runs, integer=True)
     positive("--decay", args.decay, allow_zero=True)
     positive("--rho-decay", args.rho_decay, allow_zero=True)
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    check_seed(args.seed)
     if args.dim is not None:
         positive("--dim", args.dim, integer=True)
+    check_memory(args.runs * (args.dim or 1), "--runs x --dim")
+    out = Path(args.out or f"results/{args.problem}-{args.method}-{_slug(args.stepsize)}")
+    check_writable(out)                  # first: a warning below must not precede this error
     problem = make_problem(args.problem, args.dim)
     options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
     rule = make_method(args.method, **method_options(options))
     dry_run(problem, rule, make_sampler(args.sampling, args.batch, problem))
     rho_schedule = args.rho_schedule or {"constant": "constant", "pl-decreasing": "pl-decreasing"}.get(
         args.stepsize, "diminishing")
+    for flag, value, schedule, where in (("--decay", args.decay, args.stepsize, "--stepsize"),
+                                         ("--rho-decay", args.rho_decay, rho_schedule, "--rho-schedule")):
+        if value != DEFAULT_DECAY and schedule != "diminishing":
+            raise InputError(f"{flag} applies to {where} diminishing only, not '{schedule}': drop it "
+                             f"or use {where} diminishing")
     cfg = {"problem": args.problem, "dim": problem.dim, "method": args.method, "method_options": options,
            "sampling": args.sampling, "batch": args.batch, "stepsize": args.stepsize,
            "lr": args.lr or "1/L", "decay": args.decay, "rho": args.rho, "rho_schedule": rho_schedule,
@@ -100,8 +108,6 @@ def configure(args) -> dict:
         if args.require_theory:
             raise InputError(f"--require-theory: {verdict}")
         print(f"run_toy: warning: {verdict}", file=sys.stderr)
-    out = Path(args.out or f"results/{args.problem}-{args.method}-{_slug(args.stepsize)}")
-    check_writable(out)
     cfg["out"] = str(out)
     return cfg
 
@@ -193,7 +199,8 @@ def _number(text, flag=None):
 
 
 def schedules(cfg):
-    """The step-size and radius schedules of a config, checked positive and finite at the start."""
+    """The step-size and radius schedules of a config, checked positive and finite at every k < iters
+    (the values are kept: the run reads them)."""
     from convergence.errors import InputError
     from convergence.schedules import make_schedule
     from convergence.theorems import pl_decreasing
@@ -207,14 +214,7 @@ def schedules(cfg):
         t = make_schedule(cfg["stepsize"], cfg["lr"], cfg["decay"])
         r = make_schedule(cfg["rho_schedule"], cfg["rho"], cfg["rho_decay"])
     for name, sched in (("--stepsize", t), ("--rho-schedule", r)):
-        for step in (0, 1, 10, cfg["iters"] - 1):
-            try:
-                value = sched(step)
-            except (ValueError, ZeroDivisionError, OverflowError, TypeError) as err:
-                raise InputError(f"{name} '{sched.label}' cannot be evaluated at k={step}: {err}")
-            if not (np.isfinite(value) and value > 0):
-                raise InputError(f"{name} '{sched.label}' is {value} at k={step}: it must stay "
-                                 f"positive and finite for k = 0, 1, ...")
+        sched.check(name, cfg["iters"], lambda v: v > 0, "stay positive")
     return t, r
 
 

@@ -53,6 +53,18 @@ def test_same_seed_gives_identical_trace_bytes(tmp_path):
     (["--stepsize", "0.1/(k"], "cannot parse schedule"),
     (["--stepsize", "open(k)"], "unknown name 'open'"),
     (["--stepsize", "1-k"], "must stay positive"),
+    (["--runs", "100000000000"], "--runs x --dim = 1e+11 numbers"),
+    (["--problem", "quadratic", "--dim", "100000000000"], "--runs x --dim = 1.6e+12 numbers"),
+    (["--seed", "100000000000000000000000"], "--seed must be an integer in [0, 2^63)"),
+    (["--stepsize", "exp(k)"], "--stepsize 'exp(k)' is undefined at k=710: give a schedule defined"),
+    (["--stepsize", "exp(k)", "--iters", "200"], "'exp(k)' is undefined at k=710"),
+    (["--stepsize", "1/(k-5)**2"], "--stepsize '1/(k-5)**2' is undefined at k=5"),
+    (["--stepsize", "min(0.1,0.05*(k-2)*(k-5)+0.01)"], "must stay positive at every k; 'min(0.1,0.05*(k-2)*(k-5)+0.01)' is -0.09 at k=3"),
+    (["--method", "unified", "--lam", "1/k"], "--lam '1/k' is undefined at k=0"),
+    (["--method", "unified", "--lam", "5*k+2"], "--lam must lie in [0, 1] at every k; '5*k+2' is 2 at k=0"),
+    (["--stepsize", "(" * 3000 + "0.1" + ")" * 3000], "nested more than 100 levels deep"),
+    (["--stepsize", "constant", "--decay", "0.9"], "--decay applies to --stepsize diminishing only"),
+    (["--stepsize", "constant", "--rho-decay", "0.9"], "--rho-decay applies to --rho-schedule diminishing only"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
     out = tmp_path / "out"
@@ -62,6 +74,31 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, messag
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--stepsize", "log(k)"], "--stepsize 'log(k)' is undefined at k=0"),
+    (["--stepsize", "1/(k-5)**2"], "--stepsize '1/(k-5)**2' is undefined at k=5"),
+    (["--rho", "0.05*(k-5)"], "--rho must stay positive at every k; '0.05*(k-5)' is -0.25 at k=0"),
+    (["--mu", "0.5", "--gamma-star", "inf", "--rho-star", "inf"], "--gamma-star must be a finite positive number"),
+    (["--mu", "0.5", "--gamma-star", "1", "--rho-star", "-1"], "--rho-star must be a finite positive number"),
+    (["--mu", "5"], "--mu 5 exceeds --L 1: give mu <= L"),
+])
+def test_check_schedule_bad_input_is_one_line_exit_2(flags, message):
+    base = {"--method": "usam", "--stepsize": "0.1", "--rho": "0.05", "--L": "1"}
+    base.update(zip(flags[::2], flags[1::2]))
+    proc = subprocess.run([sys.executable, "-m", "experiments.check_schedule", *sum(base.items(), ())],
+                          capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (unwritable even for root)")
+def test_unwritable_out_is_the_only_line_even_with_a_theory_warning():
+    proc = subprocess.run([sys.executable, "-m", "experiments.run_toy", "--stepsize", "constant",
+                           "--out", "/proc/samconv-x/y"], capture_output=True, text=True)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot write to --out /proc/samconv-x/y" in lines[0]
 
 
 def test_unwritable_out_is_refused(tmp_path):

@@ -1,11 +1,13 @@
 """Schedules: named rules, the safe expression parser, numeric values."""
 import math
+import re
 
 import pytest
 import sympy as sp
 
 from convergence.errors import InputError
 from convergence.schedules import k, make_schedule, parse_expression
+from convergence.series import always_at_most
 
 
 def test_named_schedules():
@@ -27,3 +29,37 @@ def test_parser_evaluates_like_python(text, value_at_3):
 def test_parser_rejects_anything_else(text):
     with pytest.raises(InputError, match="cannot parse schedule"):
         parse_expression(text)
+
+
+@pytest.mark.parametrize("text,bad_k", [("1/(k-5)**2", 5), ("exp(k)", 710), ("log(k-2)", 0), ("(k-3)**0.5", 0),
+                                        ("sqrt(4-k)", 5)])
+def test_values_name_the_first_k_where_a_schedule_is_undefined(text, bad_k):
+    with pytest.raises(InputError, match=rf"--stepsize '{re.escape(text)}' is undefined at k={bad_k}: give"):
+        make_schedule(text, 0, 0).values(1000, "--stepsize")
+
+
+def test_values_are_computed_once_and_read_by_calls():
+    s = make_schedule("min(0.1,0.05*(k-2)*(k-5)+0.01)", 0, 0)
+    assert [s(i) for i in range(8)] == list(s.values(8))
+    with pytest.raises(InputError, match=r"--stepsize must stay positive at every k; .* is -0.09 at k=3"):
+        s.check("--stepsize", 8, lambda v: v > 0, "stay positive")
+
+
+def test_always_at_most_refuses_an_undefined_schedule():
+    with pytest.raises(InputError, match="is undefined at k=5"):
+        always_at_most(parse_expression("1/(k-5)**2"), 1.0, "1/L")
+
+
+def test_lambda_schedule_of_unified_must_lie_in_0_1():
+    from convergence.methods import make_method, method_options
+    with pytest.raises(InputError, match=r"--lam must lie in \[0, 1\] at every k; '5\*k\+2' is 2 at k=0"):
+        make_method("unified", **method_options({"lam": "5*k+2"}))
+    with pytest.raises(InputError, match="--lam '1/k' is undefined at k=0"):
+        make_method("unified", **method_options({"lam": "1/k"}))
+
+
+@pytest.mark.parametrize("text", ["(" * 3000 + "k" + ")" * 3000, "-" * 3000 + "k", "k**" * 3000 + "k"])
+def test_parser_refuses_deep_nesting_in_one_error(text):
+    with pytest.raises(InputError, match="nested more than 100 levels deep"):
+        parse_expression(text)
+    assert parse_expression("(" * 50 + "k" + ")" * 50) == k
