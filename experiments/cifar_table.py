@@ -87,13 +87,26 @@ def ci95(values):
 
 
 def read_run(folder: Path):
-    """(summary, rows) of a finished run folder, or None."""
+    """(summary, rows) of a finished run folder, or None; InputError if one of its files is damaged."""
+    from convergence.errors import InputError
     summary, metrics = folder / "summary.json", folder / "metrics.csv"
     if not summary.is_file() or not metrics.is_file():
         return None
-    with open(metrics) as f:
-        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    return json.loads(summary.read_text()), rows
+    path = summary
+    try:
+        info = json.loads(summary.read_text())
+        if not (isinstance(info, dict) and {"status", "epochs_done"} <= info.keys()
+                and "epochs" in info.get("config", {})):
+            raise ValueError("not a run_cifar summary")
+        path = metrics
+        with open(metrics) as f:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        if not rows or not {"test_acc", "grad_norm_est"} <= rows[-1].keys():
+            raise ValueError("no complete epoch row")
+    except (OSError, ValueError, TypeError) as exc:        # JSONDecodeError is a ValueError
+        raise InputError(f"{path} is truncated or damaged ({exc}): delete {folder} and rerun to recompute "
+                         f"that run") from None
+    return info, rows
 
 
 def tabulate(out: Path, schedules, seeds):
@@ -131,10 +144,9 @@ def tabulate(out: Path, schedules, seeds):
 
 
 def plot(out: Path, curves):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from figures.convergence import plt, save
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, runs in curves.items():
         n = min(len(r) for r in runs)
@@ -148,9 +160,7 @@ def plot(out: Path, curves):
     ax.set_ylabel("||grad f|| estimate (fixed training subset)")
     ax.legend()
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"grad_norm.{ext}", dpi=150)
-    plt.close(fig)
+    save(fig, out / "grad_norm")                   # PNG and PDF, atomically
 
 
 def main(argv=None) -> int:
@@ -171,13 +181,18 @@ def main(argv=None) -> int:
                 for seed in seeds:
                     folder = out / f"{label}-seed{seed}"
                     run_cifar.configure(parser.parse_args(run_args(base, name, lr, seed, folder) + ["--resume"]))
+        runs = {(label, seed): read_run(out / f"{label}-seed{seed}")      # damaged runs: InputError
+                for label, _, _ in schedules for seed in seeds}
+        if args.table_only and not any(run and run[0]["status"] == "ok" for run in runs.values()):
+            raise InputError(f"--table-only: {out} holds no finished, undiverged run of these --schedules "
+                             f"and --seeds: run without --table-only first, or check --out")
     except InputError as exc:
         return fail(PROG, str(exc))
     if not args.table_only:
         for label, name, lr in schedules:
             for seed in seeds:
                 folder = out / f"{label}-seed{seed}"
-                done = read_run(folder)
+                done = runs[(label, seed)]
                 if done is not None and done[0]["epochs_done"] >= done[0]["config"]["epochs"]:
                     continue
                 print(f"== {label} seed {seed} -> {folder}", file=sys.stderr)

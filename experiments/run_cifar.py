@@ -68,8 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def configure(args):
-    """Validate every flag (InputError on bad input) and return the TrainConfig; writes nothing."""
+def check_device(name: str, local: bool = True) -> None:
+    """Refuse a --device torch cannot parse or that is not auto, cpu, cuda or cuda:N; with ``local``
+    (the run happens on this machine) also a CUDA device this machine lacks."""
+    import torch
+
+    from convergence.errors import InputError
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
+    if device.type == "cpu" or not local:
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise InputError(f"--device {name}: CUDA is not available here (torch {torch.__version__}): "
+                         f"use --device cpu or auto")
+    if (device.index or 0) >= count:
+        raise InputError(f"--device {name}: this machine has {count} CUDA device(s): choose cuda:0 to "
+                         f"cuda:{count - 1}")
+
+
+def configure(args, local: bool = True):
+    """Validate every flag (InputError on bad input) and return the TrainConfig; writes nothing.
+    ``local=False`` (a sweep planning runs for other machines) skips the check of this machine's GPUs."""
     from convergence.errors import InputError, unknown
     from convergence.methods import make_method
     try:
@@ -101,8 +127,7 @@ def configure(args):
             positive("--" + flag.replace("_", "-"), getattr(args, flag), integer=True)
     if args.clip_grad_norm is not None:
         positive("--clip-grad-norm", args.clip_grad_norm)
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {args.device}")
+    check_device(args.device, local)
     options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
     rule_options = method_options(options)
     make_method(args.method, **rule_options)                         # unknown names, foreign flags

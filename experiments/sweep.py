@@ -285,13 +285,30 @@ def toy_config(cell: Cell, cell_dir: Path) -> tuple[dict, list[str]]:
         if s[name] is not None:
             argv.append(f"--{name}={s[name]}")
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            cfg = run_toy.configure(run_toy.build_parser().parse_args(argv))
-        except SystemExit:
-            raise InputError(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]) from None
+    with contextlib.redirect_stderr(err):                 # run_toy's warnings
+        cfg = run_toy.configure(parse_cli(run_toy, argv))
     warnings = [line.split("warning: ", 1)[-1] for line in err.getvalue().splitlines() if line.strip()]
     return cfg, warnings
+
+
+def check_cifar_cell(cell: Cell, cell_dir: Path, local: bool) -> None:
+    """Validate a CIFAR cell's run_cifar argv with run_cifar's own parser and configure() (the parser
+    alone where torch is missing, e.g. on a Ray head node). ``local``: the cell runs on this machine,
+    so its --device must exist here."""
+    from experiments import run_cifar
+    args = parse_cli(run_cifar, cifar_command(cell, cell_dir)[3:])
+    if _cifar_models() is not None:
+        run_cifar.configure(args, local)
+
+
+def parse_cli(cli, argv: list[str]):
+    """``cli.build_parser()``'s parse of ``argv``; a parse error is raised as the InputError it printed."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            return cli.build_parser().parse_args(argv)
+        except SystemExit:
+            raise InputError(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]) from None
 
 
 def toy_cell(cfg: dict) -> dict:
@@ -512,6 +529,10 @@ def main(argv=None) -> int:
                     warnings.setdefault(cell.name, warns[0])
                 task_args = (cfg,)
             else:
+                try:
+                    check_cifar_cell(cell, cell_dir, local=args.address is None)
+                except InputError as err:
+                    raise InputError(f"{err} (cell {cell.name})") from None
                 task_args = (cifar_command(cell, cell_dir), str(cell_dir), gpus)
             if states[cell.name][0] != "done":
                 fn = toy_cell if args.kind == "toy" else cifar_cell

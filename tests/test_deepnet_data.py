@@ -109,27 +109,66 @@ def test_training_batches_are_a_pure_function_of_seed_and_epoch():
     assert plain[0].shape == (32, 3, 32, 32) and idx.max() < 10
 
 
+def test_explicit_archive_is_checked_even_when_the_cache_hits(tmp_path, monkeypatch):
+    import convergence.deepnet.data as data_module
+    cached = data_module.Arrays("cifar10", np.zeros((10, 32, 32, 3), np.uint8), np.arange(10),
+                                np.zeros((10, 32, 32, 3), np.uint8), np.arange(10), CIFAR10_CLASSES)
+    monkeypatch.setattr(data_module, "_read_cache", lambda cache_file: cached)
+    monkeypatch.delenv("SAMCONV_CIFAR10", raising=False)
+    empty = tmp_path / "empty.tar.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty.tar.gz is corrupt or not the expected file"):
+        load_cifar10(empty, tmp_path)
+    monkeypatch.setattr(data_module, "default_cifar10_path", lambda: tmp_path / "absent.tar.gz")
+    assert load_cifar10(None, tmp_path) is not None        # default path: the cache alone is enough
+
+
+def _cifar100_archive(path, parts):
+    """A tar.gz of pickled members cifar-100-python/<name> (``parts``: name -> object)."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, obj in parts.items():
+            data = pickle.dumps(obj)
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
 def test_cifar100_reader_on_a_synthetic_archive(tmp_path):
     rng = np.random.default_rng(0)
-
-    def member(tf, name, obj):
-        data = pickle.dumps(obj)
-        info = tarfile.TarInfo(f"cifar-100-python/{name}")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-
     x_train = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
-    path = tmp_path / "cifar-100-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tf:
-        member(tf, "train", {b"data": x_train, b"fine_labels": list(range(20))})
-        member(tf, "test", {b"data": x_train[:5], b"fine_labels": list(range(5))})
-        member(tf, "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]})
+    path = _cifar100_archive(tmp_path / "cifar-100-python.tar.gz", {
+        "train": {b"data": x_train, b"fine_labels": list(range(20))},
+        "test": {b"data": x_train[:5], b"fine_labels": list(range(5))},
+        "meta": {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}})
     d = load_cifar100(path)
     assert d.x_train.shape == (20, 32, 32, 3) and d.y_test.tolist() == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(d.x_train[3, :, :, 2], x_train[3, 2048:].reshape(32, 32))   # CHW -> HWC
     assert d.classes[7] == "c7" and d.mean_std[0][0] == 0.5071
     with pytest.raises(InputError, match="not found"):
         load_cifar100(tmp_path / "none.tar.gz")
+
+
+GOOD = {b"data": np.zeros((4, 3072), np.uint8), b"fine_labels": [0, 1, 2, 99]}
+
+
+@pytest.mark.parametrize("parts", [
+    None,                                                                  # an empty file
+    {"train": {b"fine_labels": [0]}, "test": GOOD},                        # no b'data'
+    {"train": {b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]}, "test": GOOD},   # wrong size
+    {"train": {**GOOD, b"fine_labels": [0, 1, 2, 100]}, "test": GOOD},     # label beyond 99
+    {"train": [1, 2, 3], "test": GOOD},                                    # not a dict
+    {"test": GOOD},                                                        # no train member
+])
+def test_cifar100_wrong_archive_is_one_line_naming_the_format(tmp_path, parts):
+    path = tmp_path / "c100.tar.gz"
+    if parts is None:
+        path.write_bytes(b"")
+    else:
+        _cifar100_archive(path, parts)
+    with pytest.raises(InputError, match="cifar-100-python.tar.gz") as err:
+        load_cifar100(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_epoch_schedules_are_the_papers():

@@ -105,3 +105,75 @@ def test_run_cifar_cli_on_real_images(tmp_path, monkeypatch, capsys):
     assert code == 0
     assert {p.name for p in out.iterdir()} >= {"metrics.csv", "summary.json", "checkpoint.pt"}
     assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("device,gpus,message", [
+    ("cuda:abc", 0, "--device must be auto, cpu, cuda or cuda:N, got 'cuda:abc'"),
+    ("mps", 0, "--device must be auto, cpu, cuda or cuda:N, got 'mps'"),
+    ("cuda", 0, "--device cuda: CUDA is not available here"),
+    ("cuda:1", 1, "--device cuda:1: this machine has 1 CUDA device(s): choose cuda:0 to cuda:0"),
+])
+def test_bad_device_is_refused_before_any_data_is_loaded(tmp_path, capsys, monkeypatch, device, gpus, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    out = tmp_path / "out"
+    assert run_cifar.main(["--model", "tiny", "--device", device, "--data", "/nonexistent/cifar.tar.gz",
+                           "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["no config", "not a dict"])
+def test_resume_refuses_a_checkpoint_lacking_its_keys(tmp_path, damage):
+    from convergence.errors import InputError
+    data = _synthetic()
+    train(_cfg(tmp_path, epochs=1), data)
+    ckpt = tmp_path / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]
+    torch.save(state if damage == "no config" else [state], ckpt)
+    with pytest.raises(InputError, match=r"checkpoint.pt is not a run_cifar checkpoint \(no valid '"):
+        train(_cfg(tmp_path, epochs=2, resume=True), data)
+
+
+# ------------------------------------------------------------------------------------ cifar_table
+@pytest.fixture
+def table_dir(tmp_path):
+    """A cifar_table folder holding one finished run, constant-seed0."""
+    train(_cfg(tmp_path / "constant-seed0", epochs=1), _synthetic())
+    return tmp_path
+
+
+def _table(out, capsys):
+    from experiments import cifar_table
+    code = cifar_table.main(["--table-only", "--schedules", "constant", "--seeds", "0", "--out", str(out)])
+    return code, capsys.readouterr()
+
+
+def test_table_only_without_finished_runs_is_refused(tmp_path, capsys):
+    code, (_, err) = _table(tmp_path / "new", capsys)
+    assert code == 2 and "no finished, undiverged run" in err and err.count("\n") == 1
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("name,keep", [("summary.json", 50), ("metrics.csv", 30), ("metrics.csv", -10)])
+def test_table_names_a_damaged_run(table_dir, capsys, name, keep):
+    path = table_dir / "constant-seed0" / name
+    path.write_bytes(path.read_bytes()[:keep])
+    code, (_, err) = _table(table_dir, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{path} is truncated or damaged" in err and f"delete {table_dir / 'constant-seed0'}" in err
+    assert not (table_dir / "table.csv").exists()
+
+
+def test_table_writes_its_figures_atomically(table_dir, capsys, monkeypatch):
+    import figures.convergence
+    written, real = [], figures.convergence.atomic_write
+
+    def recording(path, data):
+        written.append(path.name)
+        real(path, data)
+    monkeypatch.setattr(figures.convergence, "atomic_write", recording)
+    code, (out, _) = _table(table_dir, capsys)
+    assert code == 0 and written == ["grad_norm.png", "grad_norm.pdf"] and "| constant | 1 |" in out
+    assert (table_dir / "grad_norm.png").stat().st_size > 0

@@ -1,5 +1,6 @@
 """experiments.sweep: the grid, its files, the combined CSV, resuming, and CIFAR cell commands."""
 import csv
+import importlib.util
 import json
 import sys
 
@@ -155,6 +156,34 @@ def test_cifar_dry_run_lists_commands_and_writes_nothing(tmp_path, capsys):
 def test_bad_cifar_input(tmp_path, flags, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         cifar_cells(*flags, "--out", str(tmp_path))
+
+
+NO_TORCH = importlib.util.find_spec("torch") is None
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+@pytest.mark.parametrize("cifar_args,message", [
+    ("--bogus-flag 3", "unrecognized arguments: --bogus-flag 3"),
+    pytest.param("--limit-train -5", "--limit-train must be a finite positive integer, got -5",
+                 marks=pytest.mark.skipif(NO_TORCH, reason="run_cifar's configure needs torch")),
+])
+def test_bad_cifar_args_are_refused_before_anything_is_written(tmp_path, capsys, cifar_args, message, dry_run):
+    out = tmp_path / "out"
+    assert sweep.main(["--kind", "cifar", "--epochs", "1", "--cifar-args", cifar_args, "--out", str(out),
+                       *dry_run]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "(cell cifar10-resnet18-sam-constant-lr0.1-rho0.05-seed0)" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.skipif(NO_TORCH, reason="run_cifar's configure needs torch")
+def test_cifar_cells_check_this_machines_gpus_only_when_they_run_here(tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cell = cifar_cells("--cifar-args", "--device cuda", "--out", str(tmp_path))[0]
+    sweep.check_cifar_cell(cell, tmp_path / cell.name, local=False)          # a Ray cluster's GPUs
+    with pytest.raises(InputError, match="CUDA is not available here"):
+        sweep.check_cifar_cell(cell, tmp_path / cell.name, local=True)
 
 
 def test_cifar_cell_runs_its_command_and_reads_its_summary(tmp_path, monkeypatch):

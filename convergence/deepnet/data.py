@@ -118,8 +118,9 @@ def load_cifar10(path=None, cache_dir=None, limit_train: int | None = None,
 
     The full decode is cached in ``cache_dir`` (default ~/.cache/samconv), named by the archive's
     sha256, so a later run needs no archive; a path given explicitly (argument or $SAMCONV_CIFAR10)
-    must still exist. A limited load uses the cache when present, else decodes only the images it
-    needs (nothing cached).
+    is still checked against that sha256 (≈0.1 s for 180 MB: less than reading the cache takes), so
+    a wrong file is refused, never silently replaced by the cache. A limited load uses the cache when
+    present, else decodes only the images it needs (nothing cached).
     """
     nc = len(CIFAR10_CLASSES)
     for flag, n, split in (("--limit-train", limit_train, "train"), ("--limit-test", limit_test, "test")):
@@ -127,14 +128,15 @@ def load_cifar10(path=None, cache_dir=None, limit_train: int | None = None,
             raise InputError(f"{flag} {n} must lie in [1, {CIFAR10_SIZES[split] * nc}] (CIFAR-10 {split} images)")
     explicit = bool(path or os.environ.get("SAMCONV_CIFAR10"))
     path = Path(path) if path else default_cifar10_path()
-    if explicit and not path.is_file():          # a path the user named must exist, cache or not
+    if explicit:                     # a path the user named must be the archive, cache or not
         _check_archive(path)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_file = cache / f"cifar10-{CIFAR10_SHA256[:12]}.npz"
     limits = {"train": limit_train, "test": limit_test}
     data = _read_cache(cache_file)
     if data is None:
-        _check_archive(path)
+        if not explicit:
+            _check_archive(path)
         if limit_train is not None or limit_test is not None:
             per_class = {s: -(-n // nc) for s, n in limits.items() if n is not None}
             data = decode_cifar10(path, per_class)
@@ -181,6 +183,10 @@ def _write_cache(cache_file: Path, data: Arrays) -> None:
         print(f"cannot write the cache {cache_file} ({exc}); continuing without it", file=sys.stderr)
 
 
+CIFAR100_FORMAT = ("expected the standard cifar-100-python.tar.gz (pickled dicts 'train' and 'test' with "
+                   "b'data' rows of 3072 uint8 and b'fine_labels' in 0..99)")
+
+
 def load_cifar100(path, limit_train: int | None = None, limit_test: int | None = None) -> Arrays:
     """CIFAR-100 from the standard ``cifar-100-python.tar.gz`` (pickled dicts with b'data' rows of
     3072 bytes, CHW, and b'fine_labels'). Only open an archive you trust: it is unpickled."""
@@ -196,19 +202,31 @@ def load_cifar100(path, limit_train: int | None = None, limit_test: int | None =
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in ("train", "test", "meta"):
                     parts[name] = pickle.load(tf.extractfile(member), encoding="bytes")
-    except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise InputError(f"cannot read CIFAR-100 archive {path}: {exc}") from None
+    except Exception as exc:          # not a tar archive, truncated, or a pickle of something else
+        raise InputError(f"cannot read CIFAR-100 archive {path} ({type(exc).__name__}): "
+                         f"{CIFAR100_FORMAT}") from None
     if not {"train", "test"} <= set(parts):
-        raise InputError(f"{path} is not a cifar-100-python archive (no train/test members)")
+        raise InputError(f"{path} has no train/test members: {CIFAR100_FORMAT}")
 
-    def arrays(d):
-        x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        y = np.asarray(d[b"fine_labels"], np.int64)
+    def arrays(name):
+        try:
+            d = parts[name]
+            x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            y = np.asarray(d[b"fine_labels"], np.int64)
+            ok = len(x) > 0 and y.shape == (len(x),) and 0 <= y.min() and y.max() < 100
+        except (KeyError, TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise InputError(f"member '{name}' of {path} is not CIFAR-100 data: {CIFAR100_FORMAT}")
         return np.ascontiguousarray(x), y
 
-    (xt, yt), (xe, ye) = arrays(parts["train"]), arrays(parts["test"])
-    names = parts.get("meta", {}).get(b"fine_label_names", [str(i).encode() for i in range(100)])
-    data = Arrays("cifar100", xt, yt, xe, ye, tuple(n.decode() for n in names))
+    (xt, yt), (xe, ye) = arrays("train"), arrays("test")
+    meta = parts.get("meta")
+    names = meta.get(b"fine_label_names") if isinstance(meta, dict) else None
+    if not (isinstance(names, list) and len(names) == 100):      # names are cosmetic: number the classes
+        names = range(100)
+    classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    data = Arrays("cifar100", xt, yt, xe, ye, classes)
     return _prefix(data, limit_train, limit_test)
 
 

@@ -38,6 +38,7 @@ from convergence.trace import atomic_write, provenance, write_json
 
 COLUMNS = ("epoch", "lr", "rho", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_est",
            "grad_err", "epoch_time_s")
+CHECKPOINT_KEYS = ("epoch", "model", "optim", "rows", "config", "rng_cpu")
 # a checkpoint continues a run only with the same values of these
 RESUME_KEYS = ("model", "dataset", "method", "method_options", "rho", "stepsize", "lr", "batch_size",
                "weight_decay", "momentum", "seed", "amp", "limit_train", "limit_test", "probe_size",
@@ -196,11 +197,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     rows, start = [], 0
     ckpt = out / "checkpoint.pt"
     if cfg.resume and ckpt.is_file():
-        try:
-            state = torch.load(ckpt, map_location=device, weights_only=True)
-        except Exception as err:      # truncated, not a checkpoint, or written by another program
-            raise InputError(f"--resume: {ckpt} is corrupt or unreadable ({type(err).__name__}): delete it "
-                             f"to start over, or choose another --out") from None
+        state = _load_checkpoint(ckpt, device)
         mine = _resume_view(cfg, world)
         for key in mine:
             if state["config"].get(key) != mine[key]:
@@ -286,6 +283,20 @@ def train(cfg: TrainConfig, data=None) -> dict:
         if writer is not None:
             writer.close()
     return summary
+
+
+def _load_checkpoint(ckpt: Path, device) -> dict:
+    """The state train() saved in ``ckpt``; InputError if it is unreadable or lacks one of CHECKPOINT_KEYS."""
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+    except Exception as err:      # truncated, not a checkpoint, or written by another program
+        why = f"is corrupt or unreadable ({type(err).__name__})"
+    else:
+        missing = [key for key in CHECKPOINT_KEYS if key not in (state if isinstance(state, dict) else ())]
+        if not missing and isinstance(state["config"], dict):
+            return state
+        why = f"is not a run_cifar checkpoint (no valid '{missing[0] if missing else 'config'}')"
+    raise InputError(f"--resume: {ckpt} {why}: delete it to start over, or choose another --out")
 
 
 def _resume_view(cfg: TrainConfig, world: int) -> dict:
