@@ -50,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "constant step, diminishing for a diminishing one)")
     p.add_argument("--lr", default=None,
                    help="step size t_0, or 'theory' for Oikonomou & Loizou's gamma* (default 1/L)")
-    p.add_argument("--decay", type=float, default=DEFAULT_DECAY,
-                   help="exponent p of t_k = lr/(k+1)^p (default 0.6)")
-    p.add_argument("--rho-decay", type=float, default=DEFAULT_DECAY,
-                   help="exponent q of rho_k = rho/(k+1)^q for a diminishing radius (default 0.6)")
+    p.add_argument("--decay", type=float, default=None,
+                   help="exponent p of t_k = lr/(k+1)^p, --stepsize diminishing only (default 0.6)")
+    p.add_argument("--rho-decay", type=float, default=None,
+                   help="exponent q of rho_k = rho/(k+1)^q, a diminishing radius only (default 0.6)")
     p.add_argument("--iters", type=int, default=100_000, help="iterations (default 100000)")
     p.add_argument("--runs", type=int, default=16, help="independent runs, random starts (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of starts and samples (default 0)")
@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def radius_schedule(stepsize: str, rho_schedule: str | None = None) -> str:
+    """The radius schedule a run uses: the one given, else constant for a constant (or PL-decreasing)
+    step size and diminishing otherwise."""
+    return rho_schedule or {"constant": "constant", "pl-decreasing": "pl-decreasing"}.get(stepsize, "diminishing")
+
+
+def _or_default(decay):
+    """A decay exponent as given, else the default (also recorded where the schedule ignores it)."""
+    return DEFAULT_DECAY if decay is None else decay
+
+
 def configure(args) -> dict:
     """Validate the flags and return the run's full config (raises InputError on bad input)."""
     from convergence.errors import InputError
@@ -77,8 +88,9 @@ def configure(args) -> dict:
     from problems import make_problem
     positive("--iters", args.iters, integer=True)
     positive("--runs", args.runs, integer=True)
-    positive("--decay", args.decay, allow_zero=True)
-    positive("--rho-decay", args.rho_decay, allow_zero=True)
+    for flag, value in (("--decay", args.decay), ("--rho-decay", args.rho_decay)):
+        if value is not None:
+            positive(flag, value, allow_zero=True)
     check_seed(args.seed)
     if args.dim is not None:
         positive("--dim", args.dim, integer=True)
@@ -89,17 +101,16 @@ def configure(args) -> dict:
     options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
     rule = make_method(args.method, **method_options(options))
     dry_run(problem, rule, make_sampler(args.sampling, args.batch, problem))
-    rho_schedule = args.rho_schedule or {"constant": "constant", "pl-decreasing": "pl-decreasing"}.get(
-        args.stepsize, "diminishing")
+    rho_schedule = radius_schedule(args.stepsize, args.rho_schedule)
     for flag, value, schedule, where in (("--decay", args.decay, args.stepsize, "--stepsize"),
                                          ("--rho-decay", args.rho_decay, rho_schedule, "--rho-schedule")):
-        if value != DEFAULT_DECAY and schedule != "diminishing":
+        if value is not None and schedule != "diminishing":
             raise InputError(f"{flag} applies to {where} diminishing only, not '{schedule}': drop it "
                              f"or use {where} diminishing")
     cfg = {"problem": args.problem, "dim": problem.dim, "method": args.method, "method_options": options,
            "sampling": args.sampling, "batch": args.batch, "stepsize": args.stepsize,
-           "lr": args.lr or "1/L", "decay": args.decay, "rho": args.rho, "rho_schedule": rho_schedule,
-           "rho_decay": args.rho_decay, "iters": args.iters, "runs": args.runs, "seed": args.seed,
+           "lr": args.lr or "1/L", "decay": _or_default(args.decay), "rho": args.rho,
+           "rho_schedule": rho_schedule, "rho_decay": _or_default(args.rho_decay), "iters": args.iters, "runs": args.runs, "seed": args.seed,
            "dtype": args.dtype}
     cfg["lr"], cfg["rho"] = resolve_steps(cfg, problem)
     t, r = schedules(cfg)                # parse now: a malformed expression fails before any work

@@ -277,8 +277,11 @@ def toy_config(cell: Cell, cell_dir: Path) -> tuple[dict, list[str]]:
     s = dict(cell.settings)
     argv = [f"--method={cell['method']}", f"--stepsize={cell['stepsize']}", f"--problem={cell['problem']}",
             f"--rho={cell['rho']}", f"--iters={s['iters']}", f"--runs={s['runs']}", f"--seed={cell['seed']}",
-            f"--decay={s['decay']}", f"--rho-decay={s['rho_decay']}", f"--sampling={s['sampling']}",
-            f"--dtype={s['dtype']}", f"--out={cell_dir}", "--no-progress"]
+            f"--sampling={s['sampling']}", f"--dtype={s['dtype']}", f"--out={cell_dir}", "--no-progress"]
+    if cell["stepsize"] == "diminishing":            # the grid's exponents, where the cell's schedules take them
+        argv.append(f"--decay={s['decay']}")
+    if run_toy.radius_schedule(cell["stepsize"]) == "diminishing":
+        argv.append(f"--rho-decay={s['rho_decay']}")
     if cell["lr"] != "1/L":
         argv.append(f"--lr={cell['lr']}")
     for name in ("dim", "batch"):

@@ -64,6 +64,7 @@ def test_same_seed_gives_identical_trace_bytes(tmp_path):
     (["--method", "unified", "--lam", "5*k+2"], "--lam must lie in [0, 1] at every k; '5*k+2' is 2 at k=0"),
     (["--stepsize", "(" * 3000 + "0.1" + ")" * 3000], "nested more than 100 levels deep"),
     (["--stepsize", "constant", "--decay", "0.9"], "--decay applies to --stepsize diminishing only"),
+    (["--stepsize", "constant", "--decay", "0.6"], "--decay applies to --stepsize diminishing only"),
     (["--stepsize", "constant", "--rho-decay", "0.9"], "--rho-decay applies to --rho-schedule diminishing only"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):

@@ -240,3 +240,15 @@ def test_cifar_sweep_end_to_end_with_a_stand_in_trainer(tmp_path, monkeypatch, c
     assert "4 cells, 4 already complete, 0 to run" in capsys.readouterr().out
     assert sweep.main([*flags[:-4], "--epochs", "5", "--out", str(tmp_path)]) == 2
     assert "computed with epochs=3 (now 5)" in capsys.readouterr().err
+
+
+def test_grid_exponents_reach_only_the_cells_whose_schedules_take_them(tmp_path):
+    """--decay/--rho-decay set the diminishing cells; a constant cell (which run_toy alone would refuse
+    them for) runs as without them."""
+    flags = ["--methods", "sam", "--stepsizes", "constant,diminishing", "--problems", "quadratic",
+             "--seeds", "0", "--iters", "50", "--runs", "1", "--decay", "0.8", "--rho-decay", "0.7"]
+    assert run_sweep(tmp_path, *flags) == 0
+    config = {step: json.loads((tmp_path / "cells" / f"quadratic-sam-{step}-rho0.05-seed0" / "summary.json")
+                               .read_text())["config"] for step in ("constant", "diminishing")}
+    assert (config["diminishing"]["decay"], config["diminishing"]["rho_decay"]) == (0.8, 0.7)
+    assert config["constant"]["rho_schedule"] == "constant"

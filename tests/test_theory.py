@@ -84,7 +84,7 @@ def test_hypotheses_of_sam_theorem_on_schedules():
 
 def _flags(**kw):
     base = dict(method="sam", stepsize="diminishing", problem="quadratic", dim=None, rho="0.05",
-                rho_schedule=None, lr=None, decay=0.6, rho_decay=0.6, iters=3000, runs=3, seed=0,
+                rho_schedule=None, lr=None, decay=None, rho_decay=None, iters=3000, runs=3, seed=0,
                 dtype="float64", out=None, require_theory=False, no_progress=True, lam=None, sigma=None,
                 beta=None, theta=None, lam_r=None, noise=None, m=None, base=None, sampling="full", batch=None)
     base.update(kw)
