@@ -44,6 +44,8 @@ def main(argv=None) -> int:
         for flag in ("mu", "gamma_star", "rho_star"):
             if getattr(args, flag) is not None:
                 positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
+        if (args.gamma_star is None) != (args.rho_star is None):
+            raise InputError("--gamma-star and --rho-star go together (Oikonomou & Loizou's pair): give both")
         if args.mu is not None and args.mu > args.L:
             raise InputError(f"--mu {args.mu:g} exceeds --L {args.L:g}: give mu <= L (a PL constant "
                              f"never exceeds the smoothness constant)")
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
                               f_star=None if args.mu is None else 0.0)
     if args.quadratic:
         problem.name = "quadratic"
-    ol = (args.gamma_star, args.rho_star) if args.gamma_star and args.rho_star else None
+    ol = None if args.gamma_star is None else (args.gamma_star, args.rho_star)
     ctx = Context(t.expr, rho.expr, args.L, args.mu, rule.error_model, ol)
     rows = assess_theorems(args.method, args.lam, problem, ctx, deterministic=not args.stochastic)
     print(f"{args.method}: t_k = {t.expr}, rho_k = {rho.expr}, L = {args.L:g}"

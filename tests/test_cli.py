@@ -84,6 +84,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, messag
     (["--mu", "0.5", "--gamma-star", "inf", "--rho-star", "inf"], "--gamma-star must be a finite positive number"),
     (["--mu", "0.5", "--gamma-star", "1", "--rho-star", "-1"], "--rho-star must be a finite positive number"),
     (["--mu", "5"], "--mu 5 exceeds --L 1: give mu <= L"),
+    (["--mu", "0.5", "--gamma-star", "1"], "--gamma-star and --rho-star go together"),
 ])
 def test_check_schedule_bad_input_is_one_line_exit_2(flags, message):
     base = {"--method": "usam", "--stepsize": "0.1", "--rho": "0.05", "--L": "1"}
