@@ -30,7 +30,7 @@ def run(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed: int = 
     if X.shape != (runs, problem.dim):
         raise ValueError(f"x0 has shape {X.shape}, expected ({runs}, {problem.dim})")
     grid = geometric_grid(iters) if grid is None else np.asarray(grid)
-    trace = Trace(rule.name, problem.name, grid, runs)
+    trace = Trace(rule.name, problem.name, grid, runs, eps=float(np.finfo(dtype).eps))
     alive = np.arange(runs)                 # global indices of the runs still in the batch
     state = rule.init(X)
     rec = 0                                 # next grid row to fill

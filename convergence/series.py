@@ -25,21 +25,44 @@ class Decision:
         return bool(self.holds)
 
 
-def tail(expr: sp.Expr) -> sp.Expr:
-    """An expression with the same behaviour as k -> oo: Piecewise -> its last branch,
-    Min/Max -> the branch that wins at large k, floor/ceil(u) -> u (u -> oo)."""
+def tail(expr: sp.Expr, side: int = 0) -> sp.Expr:
+    """An expression with the same behaviour as k -> oo: Piecewise -> its last branch, Min/Max ->
+    the branch that wins as k -> oo, floor(u) -> u - side and ceiling(u) -> u + side.
+
+    u - 1 <= floor(u) <= u: an answer that is the same for side 0 and side 1 holds for the floor
+    too; where they differ (e.g. k/2 - floor(k/2), which does not tend to 0) nothing is decided."""
     expr = sp.sympify(expr)
     if isinstance(expr, sp.Piecewise):
-        return tail(expr.args[-1][0])
+        return tail(expr.args[-1][0], side)
     if isinstance(expr, (sp.Min, sp.Max)):
-        values = [(float(a.subs(k, _BIG).evalf()), a) for a in expr.args]
-        pick = min if isinstance(expr, sp.Min) else max
-        return tail(pick(values, key=lambda p: p[0])[1])
-    if isinstance(expr, (sp.floor, sp.ceiling)):
-        return tail(expr.args[0])
+        branches = [tail(a, side) for a in expr.args]
+        win = branches[0]
+        for other in branches[1:]:
+            win = _winner(win, other, smaller=isinstance(expr, sp.Min))
+        return win
+    if isinstance(expr, sp.floor):
+        return tail(expr.args[0], side) - side
+    if isinstance(expr, sp.ceiling):
+        return tail(expr.args[0], side) + side
     if expr.args:
-        return expr.func(*[tail(a) for a in expr.args])
+        return expr.func(*[tail(a, side) for a in expr.args])
     return expr
+
+
+def _winner(a, b, smaller: bool):
+    """The branch of min (smaller) or max that wins as k -> oo: by the limit of a/b, else (no
+    limit found) by the values at k = 10^12."""
+    try:
+        ratio = _limit(a / b)
+        a_smaller = ratio < 1
+    except (ValueError, NotImplementedError, TypeError, RecursionError):
+        a_smaller = float(a.subs(k, _BIG).evalf()) < float(b.subs(k, _BIG).evalf())
+    return a if a_smaller == smaller else b
+
+
+def _sides(expr) -> tuple:
+    """The sides of the floor/ceiling bounds to decide on: (0,) without floor or ceiling."""
+    return (0, 1) if sp.sympify(expr).has(sp.floor, sp.ceiling) else (0,)
 
 
 def _limit(expr):
@@ -49,9 +72,9 @@ def _limit(expr):
     return value
 
 
-def order(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr, str]:
+def order(expr: sp.Expr, side: int = 0) -> tuple[sp.Expr, sp.Expr, str]:
     """(p, q, method) with a_k ~ C k^-p (log k)^-q for positive a_k; q is only used when p = 1."""
-    a = tail(expr)
+    a = tail(expr, side)
     try:
         p = sp.nsimplify(_limit(-sp.log(a) / sp.log(k)), rational=True)
         q = sp.Integer(0)
@@ -77,7 +100,15 @@ def _numeric_order(expr):
 
 def sum_converges(expr: sp.Expr) -> Decision:
     """Decide sum_{k>=0} a_k < oo for positive a_k (integral/Cauchy test on the asymptotic order)."""
-    p, q, method = order(expr)
+    decisions = [_sum_converges(expr, side) for side in _sides(expr)]
+    if len({d.holds for d in decisions}) > 1:
+        return Decision(None, "symbolic", "floor/ceiling: the bounds u - 1 <= floor(u) <= u decide "
+                                          "differently (" + "; ".join(d.detail for d in decisions) + ")")
+    return decisions[0]
+
+
+def _sum_converges(expr, side) -> Decision:
+    p, q, method = order(expr, side)
     text = f"a_k ~ k^-{p}" + (f" (log k)^-{q}" if p == 1 else "")
     if p.is_infinite or p > 1:
         return Decision(True, method, f"{text}: p > 1")
@@ -85,13 +116,29 @@ def sum_converges(expr: sp.Expr) -> Decision:
         return Decision(False, method, f"{text}: p < 1")
     if method == "numerical" and abs(float(q) - 1) < 0.1:
         return Decision(None, method, f"{text}: too close to the border to tell numerically")
-    return Decision(bool(q > 1), method, f"{text}: p = 1 and q {'>' if q > 1 else '<='} 1")
+    if q == 1:                  # a_k k log k -> r: r > 0 diverges (comparison); r = 0 could go either way
+        try:
+            r = _limit(tail(expr, side) * k * sp.log(k))
+        except (ValueError, NotImplementedError, TypeError, RecursionError):
+            r = sp.Integer(0)
+        if r == 0:
+            return Decision(None, method, f"{text}: p = q = 1 with a slower factor (a_k k log k -> 0): "
+                                          "cannot decide")
+        return Decision(False, method, f"{text}: p = q = 1, a_k k log k -> {r}")
+    return Decision(bool(q > 1), method, f"{text}: p = 1 and q {'>' if q > 1 else '<'} 1")
 
 
-def limit(expr: sp.Expr) -> tuple[float, str]:
-    """lim a_k as k -> oo, and how it was found."""
+def limit(expr: sp.Expr) -> tuple[float | None, str]:
+    """lim a_k as k -> oo, and how it was found; None where the floor/ceiling bounds disagree."""
+    values = [_limit_one(expr, side) for side in _sides(expr)]
+    if len({v for v, _ in values}) > 1:
+        return None, "symbolic"
+    return values[0]
+
+
+def _limit_one(expr, side) -> tuple[float, str]:
     try:
-        return float(_limit(tail(expr))), "symbolic"
+        return float(_limit(tail(expr, side))), "symbolic"
     except (ValueError, NotImplementedError, TypeError):
         f = sp.lambdify(k, expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
         return float(f(_BIG)), "numerical"
@@ -99,14 +146,17 @@ def limit(expr: sp.Expr) -> tuple[float, str]:
 
 def tends_to_zero(expr: sp.Expr) -> Decision:
     value, method = limit(expr)
+    if value is None:
+        return Decision(None, method, "no limit decided (floor/ceiling bounds disagree)")
     return Decision(value == 0.0, method, f"lim = {value:g}")
 
 
 def eventually_below(expr: sp.Expr, bound: float, label: str) -> Decision:
     """a_k < bound for all large k (strictly: the limit is below the bound)."""
     value, method = limit(expr)
-    if value == bound:
-        return Decision(None, method, f"lim = {value:g} equals {label}")
+    if value is None or value == bound:
+        return Decision(None, method, f"lim = {value} equals {label}" if value is not None
+                        else "no limit decided (floor/ceiling bounds disagree)")
     return Decision(value < bound, method, f"lim = {value:g} {'<' if value < bound else '>'} {label} = {bound:g}")
 
 
@@ -115,6 +165,8 @@ def always_at_most(expr: sp.Expr, bound: float, label: str, first: int = SCAN) -
     InputError when a_k is undefined or not finite at some k < first."""
     worst = float(Schedule(expr).values(first).max())
     value, method = limit(expr)
+    method = "numerical" if method == "numerical" else "symbolic+scan"
+    if value is None:
+        return Decision(None, method, f"max over k < {first} is {worst:g}, no limit decided; {label} = {bound:g}")
     ok = worst <= bound * (1 + 1e-12) and value <= bound
-    return Decision(ok, "numerical" if method == "numerical" else "symbolic+scan",
-                    f"max over k < {first} is {worst:g}, lim = {value:g}; {label} = {bound:g}")
+    return Decision(ok, method, f"max over k < {first} is {worst:g}, lim = {value:g}; {label} = {bound:g}")

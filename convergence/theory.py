@@ -17,13 +17,14 @@ and, if f is mu-PL,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
 
 from convergence import series
-from convergence.schedules import k
+from convergence.schedules import SCAN, Schedule, k
 
 NORMALIZED = ("sam", "fsam", "vasso", "rsam", "dnsam")
 
@@ -57,9 +58,15 @@ THEOREMS = [
             "IGD with relative error nu = L sup rho < 1 and t_k <= (1 - nu)/(L (1 + nu)^2): "
             "||grad f(x_k)|| -> 0", "grad_to_zero"),
     Theorem("khanh2024-constant-sam-fails", "Khanh et al. (2024)", "Sec. 3 example (unverified)", "derived",
-            NORMALIZED + ("unified:1",), ("quadratic",), ("t_const", "rho_const"),
-            "constant t, rho on a strongly convex quadratic: max(||x_k||, ||x_{k+1}||) >= t rho mu / 2",
+            ("sam", "dnsam", "unified:1"), ("quadratic",), ("t_const", "rho_const"),
+            "constant t, rho on a strongly convex quadratic, x_k != 0: max(||x_k||, ||x_{k+1}||) >= "
+            "t rho mu / 2 (d = Ax/||Ax|| pushes every coordinate the way the gradient step does)",
             "no_convergence"),
+    Theorem("derived-constant-unit-direction-fails", "this toolkit", "Sec. 3 example, any unit d", "derived",
+            ("fsam", "vasso", "rsam"), ("quadratic",), ("t_const", "rho_const", "t_at_most_2_over_L"),
+            "constant t <= 2/L, rho on a strongly convex quadratic, any ascent direction of norm 1: "
+            "||x_{k+1}|| >= t rho mu - ||I - tA|| ||x_k|| >= t rho mu - ||x_k||, so "
+            "max(||x_k||, ||x_{k+1}||) >= t rho mu / 2", "no_convergence"),
     Theorem("oikonomou2025-pl-constant-usam", "Oikonomou & Loizou (2025)", "PL theorem, constant steps",
             "recalled", ("usam", "unified:0"), ("smooth", "pl"), ("t_const", "rho_const", "ol_constant"),
             "deterministic USAM at gamma <= gamma*, rho <= rho*: linear convergence to f*", "linear"),
@@ -84,7 +91,8 @@ THEOREMS = [
 HYPOTHESES = {
     "sum_t_inf": "sum t_k = oo", "sum_t2_fin": "sum t_k^2 < oo", "sum_trho_fin": "sum t_k rho_k < oo",
     "sum_rho2_fin": "sum rho_k^2 < oo", "t_to_0": "t_k -> 0", "t_below_2_over_L": "t_k < 2/L eventually",
-    "t_at_most_1_over_L": "t_k <= 1/L for all k", "t_const": "t_k constant", "rho_const": "rho_k constant",
+    "t_at_most_1_over_L": "t_k <= 1/L for all k", "t_at_most_2_over_L": "t_k <= 2/L for all k",
+    "t_const": "t_k constant", "rho_const": "rho_k constant",
     "rho_below_1_over_L": "L rho_k <= nu < 1 for all k",
     "usam_step": "t_k <= (1 - nu)/(L (1 + nu)^2) for all k, nu = L sup rho_k",
     "usam_factor_positive": "c L^2 a^2 rho_k^2 < 1 for all k",
@@ -103,12 +111,14 @@ class Context:
     mu: float | None = None
     error_model: tuple | None = (0.0, 1.0)
     ol_steps: tuple | None = None        # (gamma*, rho*) for the run's sampler, when PL
+    horizon: int = SCAN                  # k < horizon is scanned numerically (a run's length, at least SCAN)
     cache: dict = field(default_factory=dict)
 
 
-def _sup(expr, first=10_000):
-    f = sp.lambdify(k, expr, "math")
-    return max(max(f(i) for i in range(first)), series.limit(expr)[0])
+def _sup(expr, ctx: Context) -> float:
+    """sup_k of a schedule: the maximum over k < horizon and the limit (inf when undecided)."""
+    value = series.limit(expr)[0]
+    return max(float(Schedule(expr).values(ctx.horizon).max()), math.inf if value is None else value)
 
 
 def check(key: str, ctx: Context) -> series.Decision:
@@ -134,39 +144,40 @@ def _check(key, ctx):
         return series.tends_to_zero(t)
     if key == "t_below_2_over_L":
         return series.eventually_below(t, 2 / L, "2/L")
-    if key == "t_at_most_1_over_L":
-        return series.always_at_most(t, 1 / L, "1/L")
+    if key in ("t_at_most_1_over_L", "t_at_most_2_over_L"):
+        n = 1 if key == "t_at_most_1_over_L" else 2
+        return series.always_at_most(t, n / L, f"{n}/L", ctx.horizon)
     if key in ("t_const", "rho_const"):
         expr = t if key == "t_const" else rho
         const = k not in sp.sympify(expr).free_symbols
         return D(const, "symbolic", f"{'constant' if const else 'depends on k'}: {expr}")
     if key == "rho_below_1_over_L":
-        nu = L * _sup(rho)
+        nu = L * _sup(rho, ctx)
         return D(nu < 1, "symbolic+scan", f"nu = L sup rho_k = {nu:.3g}")
     if key == "usam_step":
-        nu = L * _sup(rho)
+        nu = L * _sup(rho, ctx)
         if nu >= 1:
             return D(False, "symbolic+scan", f"nu = {nu:.3g} >= 1")
-        return series.always_at_most(t, (1 - nu) / (L * (1 + nu) ** 2), "(1-nu)/(L(1+nu)^2)")
+        return series.always_at_most(t, (1 - nu) / (L * (1 + nu) ** 2), "(1-nu)/(L(1+nu)^2)", ctx.horizon)
     if key == "usam_factor_positive":
         if ctx.error_model is None:
             return D(False, "symbolic", "the method has no error model (m-sharpness)")
         a, b = ctx.error_model
         c = 2.0 if a > 0 and b > 0 else 1.0
-        worst = c * L**2 * a**2 * _sup(rho) ** 2
+        worst = c * L**2 * a**2 * _sup(rho, ctx) ** 2
         return D(worst < 1, "symbolic+scan", f"c L^2 a^2 sup rho^2 = {worst:.3g}")
     if key in ("ol_constant", "ol_decreasing"):
         if ctx.ol_steps is None or ctx.mu is None:
             return D(False, "symbolic", "no (gamma*, rho*): they need a PL constant and a constant lam")
         gamma, rho_star = ctx.ol_steps
-        ok_t = series.always_at_most(t, gamma * (1 + 1e-9), "gamma*")
-        ok_r = series.always_at_most(rho, rho_star * (1 + 1e-9), "rho*")
+        ok_t = series.always_at_most(t, gamma * (1 + 1e-9), "gamma*", ctx.horizon)
+        ok_r = series.always_at_most(rho, rho_star * (1 + 1e-9), "rho*", ctx.horizon)
         if key == "ol_constant" or not (ok_t and ok_r):
             return D(bool(ok_t and ok_r), ok_t.method, f"{ok_t.detail}; {ok_r.detail}")
-        lt, _ = series.limit(series.tail(t) * ctx.mu * k)
-        lr, _ = series.limit(series.tail(rho) * k)
-        ok = abs(lt - 2) < 1e-9 and abs(lr - 0.5) < 1e-9
-        return D(ok, "symbolic", f"t_k mu k -> {lt:g} (2), rho_k k -> {lr:g} (1/2)")
+        lt, _ = series.limit(t * ctx.mu * k)
+        lr, _ = series.limit(rho * k)
+        ok = lt is not None and lr is not None and abs(lt - 2) < 1e-9 and abs(lr - 0.5) < 1e-9
+        return D(ok, "symbolic", f"t_k mu k -> {lt} (2), rho_k k -> {lr} (1/2)")
     raise KeyError(key)
 
 

@@ -63,6 +63,7 @@ class Trace:
     final_x: np.ndarray | None = None            # last iterates of the runs that did not diverge
     final_runs: np.ndarray | None = None         # their run indices
     theory: list = field(default_factory=list)   # theory-vs-observation rows (verdicts.theory_report)
+    eps: float = float(np.finfo(np.float64).eps)  # machine epsilon of the run's arithmetic
 
     def __post_init__(self):
         for name in NUMERIC:

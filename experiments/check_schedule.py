@@ -75,7 +75,8 @@ def main(argv=None) -> int:
         elif a.covered:
             print(f"  fails    {head}")
             for h, d in a.failures:
-                print(f"           x {h}: {d}")
+                mark = "?" if a.checks[h].holds is None else "x"       # undecided, or shown false
+                print(f"           {mark} {h}: {d}")
         else:
             print(f"  n/a      {head}: {a.failures[0][1]}")
         for h, d in a.checks.items():

@@ -140,7 +140,7 @@ def theory_rows(cfg, problem, rule, t, r, trace=None):
     from convergence.verdicts import theory_report
     lam = method_options(cfg["method_options"]).get("lam", 0.5) if cfg["method"] == "unified" else None
     sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
-    return theory_report(problem, rule, lam, t, r, sampler, trace, _ol_steps(cfg, problem))
+    return theory_report(problem, rule, lam, t, r, sampler, trace, _ol_steps(cfg, problem), cfg["iters"])
 
 
 def theory_verdict(cfg, problem, rule, t, r) -> str:

@@ -97,6 +97,7 @@ EXERCISES = {
     "khanh2024-sam-convex": dict(iters=20000),
     "khanh2024-usam": dict(method="usam", stepsize="constant", lr="0.5"),
     "khanh2024-constant-sam-fails": dict(stepsize="constant", lr="0.5", iters=5000),
+    "derived-constant-unit-direction-fails": dict(method="vasso", stepsize="constant", lr="0.5", iters=5000),
     "oikonomou2025-pl-constant-usam": dict(method="usam", problem="least_squares", dim=20, stepsize="constant",
                                            lr="theory", rho="theory"),
     "oikonomou2025-pl-constant": dict(problem="least_squares", dim=20, stepsize="constant", lr="theory",
@@ -138,3 +139,74 @@ def test_check_schedule_cli(capsys):
     assert check_schedule.main(["--method", "sam", "--stepsize", "0.1", "--rho", "0.05", "--L", "8"]) == 1
     assert "x sum_t2_fin" in capsys.readouterr().out
     assert check_schedule.main(["--method", "sam", "--stepsize", "0.1/(k", "--rho", "1", "--L", "8"]) == 2
+
+
+# ------------------------------------------------------------------ cases a reviewer found wrong
+@pytest.mark.parametrize("text,converges", [
+    ("1/((k+1)*log(k+2))", False),                              # p = q = 1 exactly: diverges
+    ("0.1/((k+1)*log(k+2)*log(log(k+3))**2)", None),            # converges, beyond the log scale: undecided
+    ("1/((k+1)*log(k+2)**2)", True),
+    ("max(1/(k+1)**2, 1e-30/(k+1))", False),                    # the max is ~1e-30/k: the winner by ratio
+    ("min(0.1, 1/(k+1)**2)", True),
+])
+def test_sum_decisions_at_the_border(text, converges):
+    assert series.sum_converges(parse_expression(text)).holds is converges
+
+
+def test_floor_that_cancels_is_not_replaced_by_its_argument():
+    """k/2 - floor(k/2) is 1/2 at every odd k: t_k^2 is not summable and t_k does not tend to 0."""
+    t = parse_expression("k/2 - floor(k/2) + 0.1/(k+1)**0.6")
+    assert series.sum_converges(t**2).holds is None and series.tends_to_zero(t).holds is None
+    assert series.tends_to_zero(parse_expression("1/(floor(k/10)+1)")).holds is True   # a floor that grows
+
+
+def test_undecided_hypothesis_is_marked_and_the_theorem_does_not_apply(capsys):
+    assert check_schedule.main(["--method", "sam", "--stepsize", "k/2 - floor(k/2) + 0.1/(k+1)**0.6",
+                                "--rho", "0.05/(k+1)**0.6", "--L", "8"]) == 1
+    assert "? sum_t2_fin: floor/ceiling" in capsys.readouterr().out
+
+
+def test_hypotheses_are_scanned_over_the_run_length():
+    """A bump in rho at k = 50000 breaks L sup rho < 1 for a run of 10^5 steps."""
+    rho = parse_expression("0.05 + 1.2*exp(-(k-50000)**2/1000000)")
+    t = parse_expression("0.1")
+    assert check("rho_below_1_over_L", Context(t, rho, L=1)).holds            # k < 10^4 only: missed
+    assert not check("rho_below_1_over_L", Context(t, rho, L=1, horizon=100_000)).holds
+
+
+def _trace_of(gap, status):
+    """A one-run Trace with the given f - f* (f* = 1, ||grad f|| = sqrt(gap)) on the standard grid."""
+    from convergence.trace import Trace, geometric_grid
+    grid = geometric_grid(100_000)
+    trace = Trace("sam", "quadratic", grid, 1)
+    values = gap(np.maximum(grid, 1).astype(float))
+    trace.data["f_gap"][:, 0], trace.data["f"][:, 0] = values, values + 1.0         # f* = 1
+    trace.data["grad_norm"][:, 0] = np.sqrt(values)
+    last = gap(np.array([100_000.0]))[0]
+    trace.final["f_gap"][0], trace.final["f"][0] = last, last + 1.0
+    trace.final["grad_norm"][0] = np.sqrt(last)
+    trace.final_iter[0] = 100_000
+    trace.status, trace.details = [status], [{"ratio": 1e-3}]
+    return trace
+
+
+def test_opposite_predictions_cannot_both_agree_and_a_power_law_is_not_linear():
+    from convergence.verdicts import observe
+    slow = _trace_of(lambda k: 1 / k, "max_iter")
+    assert observe("grad_to_zero", slow, 0)[0] and not observe("no_convergence", slow, 0)[0]
+    assert not observe("linear", slow, 0)[0]                                   # 1/k: a power of k
+    assert observe("linear", _trace_of(lambda k: 0.9999 ** k + 1e-300, "max_iter"), 0)[0]
+    plateau = _trace_of(lambda k: 1e-2 + 0 * k, "stalled")
+    assert observe("no_convergence", plateau, 0)[0] and not observe("grad_to_zero", plateau, 0)[0]
+
+
+def test_pl_bound_allows_the_round_off_of_f_minus_f_star():
+    """USAM at a constant step on a PL problem: the bound underflows to 0 while f - f* stops at
+    round-off; that is no counterexample."""
+    from convergence.verdicts import observe
+    trace = _trace_of(lambda k: np.maximum(0.5 ** k, 1e-16), "converged")
+    its, _ = trace.column("f_gap", 0)
+    bound = 0.5 ** its.astype(float) * 1.0001
+    agree, note = observe("bound_pl", trace, 0, bound)
+    assert agree, note
+    assert not observe("bound_pl", trace, 0, bound * 1e-3)[0]                  # a real violation is caught
