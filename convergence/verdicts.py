@@ -108,6 +108,8 @@ def bound_at(theorem_key: str, ctx, trace) -> np.ndarray | None:
     """The derived bound of a theorem at every recorded iterate of every run, shaped (points, runs),
     aligned with Trace.column (recorded grid points, then the last iterate)."""
     from convergence import theory
+    if trace.grid[0] != 0:                       # the bounds start from f(x_0) - f*: not recorded
+        return None
     K = int(trace.final_iter.max())
     gap0 = trace.data["f_gap"][0]
     if theorem_key == "derived-min-grad-bound":
@@ -139,8 +141,10 @@ def theory_report(problem, rule, lam, t, rho, sampler, trace, ol_steps=None, ite
                "checks": {h: {"holds": d.holds, "method": d.method, "detail": d.detail}
                           for h, d in a.checks.items()}}
         observable = problem.f_star is not None or th.predicts in ("grad_to_zero", "no_convergence")
+        full = bound_at(th.key, ctx, trace) if a.holds and trace is not None and observable else None
+        if th.predicts in ("bound_min_grad", "bound_pl") and full is None:
+            observable = False                   # e.g. a grid that does not start at x_0
         if a.holds and trace is not None and observable:
-            full = bound_at(th.key, ctx, trace)
             agree, notes = [], []
             for r in range(trace.runs):
                 bound = None

@@ -210,3 +210,21 @@ def test_pl_bound_allows_the_round_off_of_f_minus_f_star():
     agree, note = observe("bound_pl", trace, 0, bound)
     assert agree, note
     assert not observe("bound_pl", trace, 0, bound * 1e-3)[0]                  # a real violation is caught
+
+
+def test_derived_bounds_need_the_first_iterate_on_the_grid():
+    """The bounds start from f(x_0) - f*: a grid without k = 0 leaves them unchecked, not wrong."""
+    from convergence.methods import make_method
+    from convergence.runner import run
+    from convergence.schedules import constant
+    from convergence.verdicts import assess, theory_report
+    from problems import make_problem
+    problem, rule = make_problem("quadratic"), make_method("sam")
+    t, rho = constant(0.5), constant(0.05)
+    rows = {}
+    for grid in ([0, 10, 100], [10, 100]):
+        trace = run(problem, rule, t, rho, 200, runs=2, grid=np.array(grid))
+        assess(trace)
+        rows[grid[0]] = {row["theorem"]: row for row in theory_report(problem, rule, None, t, rho, None, trace)}
+    assert rows[0]["derived-min-grad-bound"]["runs_agree"] == 2
+    assert rows[10]["derived-min-grad-bound"]["holds"] and "runs_agree" not in rows[10]["derived-min-grad-bound"]
