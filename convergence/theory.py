@@ -233,22 +233,11 @@ def _scope_reason(th, method, lam, problem, deterministic):
 
 
 # --- derived bounds along a run -----------------------------------------------------------------
-def _values(expr, K):
-    """expr at k = 0..K-1 as an array (vectorized where sympy can, else one by one)."""
-    ks = np.arange(K, dtype=float)
-    try:
-        v = np.asarray(sp.lambdify(k, expr, "numpy")(ks), dtype=float)
-        return np.broadcast_to(v, ks.shape).copy()
-    except (TypeError, ValueError, NameError):
-        f = sp.lambdify(k, expr, "math")
-        return np.array([f(i) for i in range(K)], dtype=float)
-
-
 def min_grad_bound(ctx: Context, f_gap0: np.ndarray, K: int) -> np.ndarray:
     """MIN-GRAD: bound on min_{j<k} ||grad f(x_j)||, shaped (K, runs): row k-1 is the bound at k."""
     a, b = ctx.error_model
     c = 2.0 if a > 0 and b > 0 else 1.0
-    t, r = _values(ctx.t, K), _values(ctx.rho, K)
+    t, r = Schedule(ctx.t).values(K), Schedule(ctx.rho).values(K)
     num = c * ctx.L**2 * b**2 * np.cumsum(t * r**2)
     den = np.cumsum(t * (1 - c * ctx.L**2 * a**2 * r**2))
     return np.sqrt((2 * np.asarray(f_gap0)[None, :] + num[:, None]) / den[:, None])
@@ -259,7 +248,7 @@ def pl_bound(ctx: Context, f_gap0: np.ndarray, K: int) -> np.ndarray:
     bound_k = P_k (f(x_0) - f*) + Q_k with P the product of contractions and Q the forced part."""
     a, b = ctx.error_model
     c = 2.0 if a > 0 and b > 0 else 1.0
-    t, r = _values(ctx.t, K), _values(ctx.rho, K)
+    t, r = Schedule(ctx.t).values(K), Schedule(ctx.rho).values(K)
     contraction = 1 - t * ctx.mu * (1 - c * ctx.L**2 * a**2 * r**2)
     forcing = 0.5 * t * c * ctx.L**2 * b**2 * r**2
     P = np.concatenate([[1.0], np.cumprod(contraction)])
