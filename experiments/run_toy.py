@@ -312,6 +312,9 @@ def print_table(cfg, trace) -> None:
         for r in range(trace.runs):
             print(f"  run {r}: {trace.status[r]}: {trace.reason[r]}")
     for row in trace.theory:
+        if row.get("unreached"):
+            print(f"  theory {row['unreached']}: {row['theorem']} ({row['where']}, {row['source']}) predicts "
+                  f"{row['predicts']}")
         if row["holds"] and "runs_agree" in row:
             flag = "MISMATCH" if row["mismatch"] else "agrees"
             print(f"  theory {flag}: {row['theorem']} ({row['where']}, {row['source']}) predicts "
