@@ -49,7 +49,7 @@ THEOREMS = [
             ("sum_t_inf", "sum_t2_fin", "sum_trho_fin"),
             "every accumulation point is stationary, ||grad f(x_k)|| -> 0, f(x_k) converges",
             "grad_to_zero"),
-    Theorem("khanh2024-sam-convex", "Khanh et al. (2024)", "Thm 3.2", "recalled",
+    Theorem("khanh2024-sam-convex", "Khanh et al. (2024)", "Thm 3.2 (unverified)", "recalled",
             NORMALIZED + ("unified:1",), ("smooth", "convex"), ("sum_t_inf", "t_to_0", "sum_trho_fin"),
             "liminf ||grad f(x_k)|| = 0; x_k -> x* when the minimizer is unique", "grad_to_zero"),
     Theorem("khanh2024-usam", "Khanh et al. (2024)", "Sec. 4 (unverified)", "derived",
