@@ -45,7 +45,7 @@ class Schedule:
             if len(bad):
                 value = "undefined" if np.isnan(out[bad[0]]) else out[bad[0]]
                 raise InputError(f"{name} '{self.label}' is {value} at k={bad[0]}: give a schedule "
-                                 f"defined and finite for every k >= 0")
+                                 f"defined and finite for every k >= 0", name)
             self._values = out
         return self._values[:n]
 
@@ -55,7 +55,7 @@ class Schedule:
         bad = np.flatnonzero(~ok(values))
         if len(bad):
             raise InputError(f"{name} must {rule} at every k; '{self.label}' is "
-                             f"{values[bad[0]]:g} at k={bad[0]}")
+                             f"{values[bad[0]]:g} at k={bad[0]}", name)
         return values
 
     def __repr__(self):
@@ -79,27 +79,28 @@ _CONSTS = {"k": k, "pi": sp.pi, "E": sp.E}
 _TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(\*\*|[-+*/^(),]))")
 
 
-def _tokens(text: str):
+def _tokens(text: str, name: str):
     pos, out = 0, []
     text = text.strip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise InputError(f"cannot parse schedule '{text}' at '{text[pos:]}': use numbers, k, "
-                             f"+ - * / ** ( ) and {', '.join(_FUNCS)}")
+            raise InputError(f"{name} '{text}' cannot be parsed at '{text[pos:]}': use numbers, k, "
+                             f"+ - * / ** ( ) and {', '.join(_FUNCS)}", name)
         num, name, op = m.groups()
         out.append(("num", num) if num else ("name", name) if name else ("op", op))
         pos = m.end()
     return out
 
 
-def parse_expression(text: str) -> sp.Expr:
-    """Parse an arithmetic expression in k with a recursive-descent grammar (no eval)."""
-    toks = _tokens(text)
+def parse_expression(text: str, name: str = "schedule") -> sp.Expr:
+    """Parse an arithmetic expression in k with a recursive-descent grammar (no eval); errors name
+    the parameter ``name`` the expression was given for."""
+    toks = _tokens(text, name)
     pos = depth = 0
 
     def fail(msg):
-        raise InputError(f"cannot parse schedule '{text}': {msg}")
+        raise InputError(f"{name} '{text}' cannot be parsed: {msg}", name)
 
     def peek():
         return toks[pos] if pos < len(toks) else (None, None)

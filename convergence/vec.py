@@ -26,3 +26,14 @@ def normalize(v, by=None):
     if isinstance(v, np.ndarray):
         return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
     return v.safe_div(n)
+
+
+def tree_map(fn, tree):
+    """``fn`` applied to every leaf of a rule's state: nested tuples, lists and dicts of leaves
+    (arrays, parameter vectors, numbers, None). The one walker over rule state (retiring runs,
+    moving state to a device, saving and loading it)."""
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, s) for s in tree)
+    if isinstance(tree, dict):
+        return {key: tree_map(fn, s) for key, s in tree.items()}
+    return fn(tree)

@@ -71,17 +71,17 @@ def check_memory(numbers: int, what: str, copies: int = 8) -> None:
                          f"more than half of this machine's {have / 2 ** 30:.3g} GiB: lower them")
 
 
-METHOD_FLAGS = ("lam", "sigma", "beta", "theta", "lam_r", "noise", "m", "base")
-
-
 def add_method_flags(parser) -> None:
-    """The method options of convergence.methods as CLI flags (each refused for other methods)."""
-    m = parser.add_argument_group("method options (each applies to the methods named)")
-    m.add_argument("--lam", default=None, help="unified: lambda in [0, 1], or '1/t', '1-1/t', an expression in k (0.5)")
-    m.add_argument("--sigma", type=float, default=None, help="fsam: weight of the EMA removed (1.0)")
-    m.add_argument("--beta", type=float, default=None, help="fsam: EMA factor (0.9)")
-    m.add_argument("--theta", type=float, default=None, help="vasso: weight of the new gradient (0.9)")
-    m.add_argument("--lam-r", type=float, default=None, help="rsam: weight of the gradient at x + delta (2.0)")
-    m.add_argument("--noise", type=float, default=None, help="rsam: std of the random point delta (0.01)")
-    m.add_argument("--m", type=int, default=None, help="msam: examples per chunk (1)")
-    m.add_argument("--base", default=None, help="msam: rule of each chunk, sam or usam (sam)")
+    """One flag per hyper-parameter of the rules of convergence.methods, generated from each rule's
+    ``hyper`` (its meaning and the paper's default); each is refused for methods that do not take it."""
+    from convergence.methods import hyper_parameters
+    group = parser.add_argument_group("method options (each applies to the methods named)")
+    for name, takers in hyper_parameters().items():
+        text = "; ".join(f"{method}: {spec.help} (default {spec.default}; {spec.range})" for method, spec in takers)
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="VALUE", help=text)
+
+
+def method_options(args) -> dict:
+    """The method options given on the command line, as text (make_method parses and checks them)."""
+    from convergence.methods import hyper_parameters
+    return {name: getattr(args, name) for name in hyper_parameters() if getattr(args, name, None) is not None}

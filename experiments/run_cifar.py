@@ -21,8 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from convergence.methods import method_options
-from experiments.common import METHOD_FLAGS, OneLineParser, add_method_flags, check_writable, fail, positive
+from experiments.common import OneLineParser, add_method_flags, check_writable, fail, method_options, positive
 
 PROG = "python -m experiments.run_cifar"
 
@@ -128,14 +127,16 @@ def configure(args, local: bool = True):
     if args.clip_grad_norm is not None:
         positive("--clip-grad-norm", args.clip_grad_norm)
     check_device(args.device, local)
-    options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
-    rule_options = method_options(options)
-    make_method(args.method, **rule_options)                         # unknown names, foreign flags
-    if args.method == "msam":
+    options = method_options(args)
+    try:
+        rule = make_method(args.method, **options)                   # unknown names, foreign flags
+    except InputError as err:
+        raise InputError(err.for_flags()) from None
+    if rule.splits_batch:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         local = args.batch_size // world
-        if local % rule_options.get("m", 1):
-            raise InputError(f"--m {rule_options.get('m', 1)} must divide the per-process batch {local}")
+        if local % rule.m:
+            raise InputError(f"--m {rule.m} must divide the per-process batch {local}")
     if args.limit_train is not None and args.limit_train < args.batch_size:
         raise InputError(f"--limit-train {args.limit_train} is below --batch-size {args.batch_size}")
     out = Path(args.out or f"results/cifar-{args.dataset}-{args.model}-{args.method}-{args.stepsize}-seed{args.seed}")

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convergence.methods import method_options
-from experiments.common import (METHOD_FLAGS, OneLineParser, add_method_flags, check_memory, check_seed,
-                                check_writable, fail, positive)
+from experiments.common import (OneLineParser, add_method_flags, check_memory, check_seed, check_writable, fail,
+                                method_options, positive)
 
 DEFAULT_DECAY = 0.6
 
@@ -98,8 +97,8 @@ def configure(args) -> dict:
     out = Path(args.out or f"results/{args.problem}-{args.method}-{_slug(args.stepsize)}")
     check_writable(out)                  # first: a warning below must not precede this error
     problem = make_problem(args.problem, args.dim)
-    options = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
-    rule = make_method(args.method, **method_options(options))
+    options = method_options(args)
+    rule = make_method(args.method, **options)
     dry_run(problem, rule, make_sampler(args.sampling, args.batch, problem))
     rho_schedule = radius_schedule(args.stepsize, args.rho_schedule)
     for flag, value, schedule, where in (("--decay", args.decay, args.stepsize, "--stepsize"),
@@ -136,9 +135,10 @@ CONVERGENCE = ("grad_to_zero", "linear", "rate_1_over_k")
 
 def theory_rows(cfg, problem, rule, t, r, trace=None):
     """The theory report of a config (with observations when a trace is given)."""
+    from convergence.methods import make_method
     from convergence.sampling import make_sampler
     from convergence.verdicts import theory_report
-    lam = method_options(cfg["method_options"]).get("lam", 0.5) if cfg["method"] == "unified" else None
+    lam = make_method(cfg["method"], **cfg["method_options"]).options().get("lam")
     sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
     return theory_report(problem, rule, lam, t, r, sampler, trace, _ol_steps(cfg, problem), cfg["iters"])
 
@@ -243,7 +243,7 @@ def execute(cfg: dict, progress: bool = False):
     problem = make_problem(cfg["problem"], cfg["dim"])
     t, r = schedules(cfg)
     sampler = make_sampler(cfg["sampling"], cfg["batch"], problem)
-    rule = make_method(cfg["method"], **method_options(cfg["method_options"]))
+    rule = make_method(cfg["method"], **cfg["method_options"])
     trace = run(problem, rule, t, r, cfg["iters"], cfg["runs"], cfg["seed"], sampler=sampler,
                 dtype=np.dtype(cfg["dtype"]).type, progress=progress)
     assess(trace)
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     try:
         cfg = configure(args)
     except InputError as err:
-        return fail("run_toy", str(err))
+        return fail("run_toy", err.for_flags())
     start = time.perf_counter()
     problem, trace = execute(cfg, progress=not args.no_progress and sys.stderr.isatty())
     paths = write_results(cfg, problem, trace, time.perf_counter() - start)

@@ -33,7 +33,7 @@ from convergence.deepnet.optim import SAMFamily, freeze_bn_stats
 from convergence.deepnet.paramvec import ParamVec
 from convergence.deepnet.schedules import cifar_schedule
 from convergence.errors import InputError
-from convergence.methods import method_options
+from convergence.methods import make_method
 from convergence.trace import atomic_write, provenance, write_json
 
 COLUMNS = ("epoch", "lr", "rho", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_est",
@@ -184,13 +184,13 @@ def train(cfg: TrainConfig, data=None) -> dict:
     model = make_model(cfg.model, len(data.classes)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = SAMFamily(model.parameters(), torch.optim.SGD, method=cfg.method, rho=cfg.rho,
-                    method_options=method_options(cfg.method_options), model=model, seed=cfg.seed,
+                    method_options=cfg.method_options, model=model, seed=cfg.seed,
                     distributed=cfg.ddp_perturbation if world > 1 else None,
                     max_grad_norm=cfg.max_grad_norm, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     schedule = cifar_schedule(cfg.stepsize, cfg.lr)
     full_closure = None
-    if cfg.method == "dnsam":
+    if make_method(cfg.method, **cfg.method_options).needs_full_gradient:
         def full_closure():
             probe.backward(model, cfg.dnsam_size)
 
