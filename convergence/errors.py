@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 
 class InputError(ValueError):
     """Bad user input (a CLI prints it as one line and exits with status 2).
 
     ``param``, when given, is the run-spec parameter the message starts with ("iters must be a
-    positive integer, got 0"); a CLI names its flag instead (``for_flags``), so the core speaks in
-    parameters and only the command-line layer knows flags.
+    positive integer, got 0"); other parameters it mentions are written in backquotes (`stepsize`).
+    A CLI names its flags instead (``for_flags``): the core speaks in parameters and only the
+    command-line layer knows flags.
     """
 
     def __init__(self, message: str, param: str | None = None):
@@ -17,12 +19,13 @@ class InputError(ValueError):
         self.param = param
 
     def for_flags(self, flags: dict | None = None) -> str:
-        """The message with its parameter replaced by the flag that sets it (default ``--param``)."""
-        text = str(self)
-        if self.param is None or not text.startswith(self.param):
-            return text
-        flag = (flags or {}).get(self.param) or "--" + self.param.replace("_", "-")
-        return flag + text[len(self.param):]
+        """The message with its parameters replaced by the flags that set them (default ``--param``)."""
+        def flag(name):
+            return (flags or {}).get(name) or "--" + name.replace("_", "-")
+        text = re.sub(r"`([a-z_0-9]+)`", lambda m: flag(m.group(1)), str(self))
+        if self.param is not None and text.startswith(self.param):
+            text = flag(self.param) + text[len(self.param):]
+        return text
 
 
 def unknown(kind: str, name, valid, param: str | None = None) -> InputError:

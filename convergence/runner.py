@@ -4,41 +4,71 @@
 
 The runner knows no method: it asks the rule for g_k (and the bound on ||g_k - grad f_S(x_k)||),
 records the DESIGN.md columns on a geometric grid, and retires runs that diverge.
+
+``run(spec)`` runs one run spec (convergence.spec.ToyRun); ``run_batch(specs)`` runs specs that
+differ only in seed, schedule constants or a rule's scalar hyper-parameters as one array run, whose
+per-run results are bit-for-bit those of running the specs one at a time (tested);
+``iterate`` is the loop itself, for callers with their own objectives (the SDE models).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from convergence.random import Streams
 from convergence.sampling import FullBatch
 from convergence.trace import Trace, geometric_grid
-from convergence.vec import norm
+from convergence.vec import norm, tree_map
 
 BLOWUP = 1e12      # |x| beyond this counts as divergence (as do NaN and inf)
+PROGRESS_EVERY = 1000
 
 
-def run(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed: int = 0,
-        x0: np.ndarray | None = None, sampler=None, dtype=np.float64, grid=None,
-        progress: bool = False) -> Trace:
-    """Run ``runs`` independent copies of the method for ``iters`` steps and return their Trace.
+@dataclass(frozen=True)
+class PerRun:
+    """Schedules of a batch of runs: run r follows ``schedules[index[r]]``."""
 
-    Run r starts at ``x0[r]`` (default: the problem's box, drawn from (seed, r)) and draws its
-    random numbers from (seed, r) only, so results do not depend on the batch size.
+    schedules: tuple
+    index: np.ndarray
+
+
+def _per_step(schedule, iters: int):
+    """step k, alive rows -> the schedule's value: a float, or (alive, 1) values for a PerRun."""
+    if isinstance(schedule, PerRun):
+        table = np.stack([s.values(iters) for s in schedule.schedules], axis=1)     # (iters, distinct)
+        index = np.asarray(schedule.index)
+        return lambda k, alive: table[k][index[alive]][:, None]
+    values = schedule.values(iters) if hasattr(schedule, "values") else [schedule(k) for k in range(iters)]
+    return lambda k, alive: float(values[k])
+
+
+def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, x0: np.ndarray | None = None,
+            sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None) -> Trace:
+    """Run ``runs`` copies of the method for ``iters`` steps and return their (unassessed) Trace.
+
+    ``stepsize``/``radius``: a Schedule (or callable of k) shared by all runs, or a PerRun. Run r
+    starts at ``x0[r]`` (default: the problem's box, drawn from (seed, r)) and draws its random
+    numbers from (seed[r], run_ids[r]) only (``seed`` one integer or one per run; ``run_ids``
+    default 0..runs-1), so results depend neither on the batch size nor on the other runs.
+    ``progress(steps_done)`` is called every PROGRESS_EVERY steps.
     """
     sampler = sampler or FullBatch()
     X = np.array(problem.x0(runs, seed) if x0 is None else x0, dtype=dtype)
     if X.shape != (runs, problem.dim):
         raise ValueError(f"x0 has shape {X.shape}, expected ({runs}, {problem.dim})")
+    seeds = np.asarray(seed)
+    run_ids = np.arange(runs) if run_ids is None else np.asarray(run_ids)
     grid = geometric_grid(iters) if grid is None else np.asarray(grid)
+    t_at, rho_at = _per_step(stepsize, iters), _per_step(radius, iters)
     trace = Trace(rule.name, problem.name, grid, runs, eps=float(np.finfo(dtype).eps))
-    alive = np.arange(runs)                 # global indices of the runs still in the batch
+    alive = np.arange(runs)                 # indices (into the batch) of the runs still going
     state = rule.init(X)
     rec = 0                                 # next grid row to fill
-    bar = _progress(iters) if progress else None
 
     for step in range(iters):
-        t, rho = stepsize(step), radius(step)
-        streams = Streams(seed, alive, step)
+        t, rho = t_at(step, alive), rho_at(step, alive)
+        streams = Streams(seeds[alive] if seeds.ndim else seed, run_ids[alive], step)
         oracle = sampler.oracle(problem, streams)
         G, bound, state = rule.gradient(step, X, oracle, state, rho, streams)
         if rec < len(grid) and grid[rec] == step:
@@ -50,26 +80,68 @@ def run(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed: int = 
             trace.diverged[alive[bad]] = True
             _record_final(trace, alive[bad], problem, X[bad], step + 1)
             keep = ~bad
-            X, alive, state = X[keep], alive[keep], _compact(state, keep)
+            X, alive = X[keep], alive[keep]
+            state = tree_map(lambda s: s[keep] if isinstance(s, np.ndarray) and s.ndim >= 1 else s, state)
+            rule = rule.take(keep)
             if not len(alive):
                 break
-        if bar is not None and (step + 1) % 1000 == 0:
-            bar.update(1000)
+        if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
+            progress(step + 1)
     if len(alive):
         _record_final(trace, alive, problem, X, iters)
-    if bar is not None:
-        bar.close()
     trace.final_x = X
     trace.final_runs = alive
     return trace
+
+
+def run(spec, progress=None) -> Trace:
+    """Run one spec; returns its Trace with verdicts and theory report."""
+    return run_batch([spec], progress)[0]
+
+
+def run_batch(specs, progress=None) -> list[Trace]:
+    """Run specs that can share a batch (convergence.spec.batch_key equal) as one array run and
+    return each spec's assessed Trace, identical to running it alone."""
+    from convergence import theory
+    from convergence.methods import stack
+    from convergence.spec import batch_key
+    from convergence.verdicts import assess
+    first = specs[0]
+    if len({batch_key(s) for s in specs}) > 1:
+        raise ValueError("these run specs cannot share a batch (batch_key differs)")
+    sizes = [s.runs for s in specs]
+    cells = np.repeat(np.arange(len(specs)), sizes)
+    one = len(specs) == 1
+    trace = iterate(
+        first.problem, first.rule if one else stack([s.rule for s in specs], sizes),
+        _schedules([s.stepsize for s in specs], cells), _schedules([s.radius for s in specs], cells),
+        first.iters, sum(sizes), first.seed if one else np.repeat([s.seed for s in specs], sizes),
+        x0=np.concatenate([s.x0 for s in specs]), sampler=first.sampler, dtype=np.dtype(first.dtype).type,
+        grid=first.grid, progress=progress, run_ids=np.concatenate([np.arange(n) for n in sizes]))
+    out = []
+    for i, spec in enumerate(specs):
+        part = trace.take(np.flatnonzero(cells == i), rule=spec.rule.name)
+        assess(part)
+        part.theory = theory.report(spec, part)
+        out.append(part)
+    return out
+
+
+def _schedules(schedules, cells):
+    """One schedule for every run when they are all the same, else a PerRun table."""
+    distinct = list({id(s): s for s in schedules}.values())
+    if len({s.expr for s in distinct}) == 1:
+        return distinct[0]
+    position = {id(s): i for i, s in enumerate(distinct)}
+    return PerRun(tuple(distinct), np.array([position[id(schedules[c])] for c in cells]))
 
 
 def _record(trace, row, alive, problem, X, G, bound, t, rho):
     """Record iterate x_k and step k: f, gaps, ||grad f(x_k)||, and err = ||g_k - grad f(x_k)||."""
     d = trace.data
     true_grad = _record_point(d, row, alive, problem, X)
-    d["step"][row, alive] = t
-    d["rho"][row, alive] = rho
+    d["step"][row, alive] = np.ravel(t) if np.ndim(t) else t
+    d["rho"][row, alive] = np.ravel(rho) if np.ndim(rho) else rho
     d["err"][row, alive] = norm(G - true_grad)[:, 0]
     if bound is not None:
         d["err_bound"][row, alive] = np.broadcast_to(bound, (len(alive), 1))[:, 0]
@@ -95,19 +167,3 @@ def _record_point(d, row, alive, problem, X):
         if dist is not None:
             d["dist_to_opt"][idx] = dist
     return true_grad
-
-
-def _compact(state, keep):
-    """Drop the retired runs from a rule's state (arrays with a leading run axis, nested in tuples)."""
-    if isinstance(state, np.ndarray) and state.ndim >= 1:
-        return state[keep]
-    if isinstance(state, (tuple, list)):
-        return type(state)(_compact(s, keep) for s in state)
-    if isinstance(state, dict):
-        return {key: _compact(s, keep) for key, s in state.items()}
-    return state
-
-
-def _progress(iters):
-    from tqdm import tqdm
-    return tqdm(total=iters, unit="it", mininterval=0.5, leave=False)

@@ -67,8 +67,9 @@ def constant(value: float) -> Schedule:
 
 
 def diminishing(value: float, power: float) -> Schedule:
-    """value / (k+1)^power."""
-    return Schedule(sp.Float(value) / (k + 1) ** sp.nsimplify(power), f"{value:g}/(k+1)^{power:g}")
+    """value / (k+1)^power; the exponent exact (its decimal), so that the asymptotic decisions see
+    1.0000000000001 above 1."""
+    return Schedule(sp.Float(value) / (k + 1) ** sp.Rational(repr(float(power))), f"{value:g}/(k+1)^{power:g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,12 +77,19 @@ def diminishing(value: float, power: float) -> Schedule:
 _FUNCS = {"log": sp.log, "ln": sp.log, "sqrt": sp.sqrt, "exp": sp.exp, "floor": sp.floor,
           "ceil": sp.ceiling, "min": sp.Min, "max": sp.Max}
 _CONSTS = {"k": k, "pi": sp.pi, "E": sp.E}
-_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(\*\*|[-+*/^(),]))")
+_TOKEN = re.compile(r"[ \t]*(?:([0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?)|"
+                    r"([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")     # ASCII only: no Unicode digits
+MAX_LENGTH = 2000       # characters in a user-written expression
+MAX_DIGITS = 60         # characters in one number literal
+MAX_EXACT_POWER = 64    # number ** number beyond this exponent is kept as a float, not an exact integer
 
 
 def _tokens(text: str, name: str):
     pos, out = 0, []
     text = text.strip()
+    if len(text) > MAX_LENGTH:
+        raise InputError(f"{name} is {len(text)} characters long: write an expression of at most "
+                         f"{MAX_LENGTH}", name)
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
@@ -141,13 +149,16 @@ def parse_expression(text: str, name: str = "schedule") -> sp.Expr:
         base = atom()
         if peek()[1] in ("**", "^"):
             take()
-            return base ** unary()
+            exponent = unary()
+            if base.is_number and exponent.is_number:      # decided now, in floats: no exact towers
+                return _number_power(base, exponent, fail)
+            return base ** exponent
         return base
 
     def atom():
         kind, val = take()
         if kind == "num":
-            return sp.nsimplify(val) if "." not in val and "e" not in val.lower() else sp.Float(val)
+            return _literal(val, fail)
         if kind == "name":
             if val in _FUNCS:
                 take("(")
@@ -172,10 +183,39 @@ def parse_expression(text: str, name: str = "schedule") -> sp.Expr:
     return node
 
 
-def make_schedule(spec: str, value: float, power: float) -> Schedule:
-    """``constant`` (t_k = value), ``diminishing`` (value/(k+1)^power) or an expression in k."""
+def _literal(text: str, fail) -> sp.Expr:
+    """A number literal as an exact rational (so that an exponent 1 + 1e-13 stays above 1 in the
+    asymptotic decisions), refused when it has too many digits or lies beyond the float range."""
+    if len(text) > MAX_DIGITS:
+        fail(f"the number '{text[:20]}...' has more than {MAX_DIGITS} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        fail(f"the number {text} lies beyond the float range (about 1.8e308)")
+    return sp.Rational(text)
+
+
+def _number_power(base: sp.Expr, exponent: sp.Expr, fail) -> sp.Expr:
+    """base ** exponent of two numbers, checked in floats before sympy evaluates it exactly (9**9**9
+    would take sympy hours); large exponents are kept as the float value."""
+    try:
+        value = float(base) ** float(exponent)
+    except (OverflowError, ZeroDivisionError, TypeError, ValueError):
+        value = math.inf
+    if isinstance(value, complex) or not math.isfinite(value):
+        fail(f"({base})**({exponent}) is not a finite real number")
+    if abs(float(exponent)) > MAX_EXACT_POWER:
+        return sp.Float(value)
+    return base ** exponent
+
+
+SHAPES = ("constant", "diminishing")     # schedules set by a value (and a decay); else an expression
+
+
+def make_schedule(spec: str, value: float, power: float, name: str = "schedule") -> Schedule:
+    """``constant`` (t_k = value), ``diminishing`` (value/(k+1)^power) or an expression in k (errors
+    name the parameter ``name``)."""
     if spec == "constant":
         return constant(value)
     if spec == "diminishing":
         return diminishing(value, power)
-    return Schedule(parse_expression(spec), spec)
+    return Schedule(parse_expression(spec, name), spec)

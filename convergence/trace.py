@@ -74,6 +74,19 @@ class Trace:
         if self.diverged is None:
             self.diverged = np.zeros(self.runs, dtype=bool)
 
+    def take(self, rows, rule: str | None = None) -> "Trace":
+        """The runs ``rows`` of this trace as a trace of their own, renumbered 0, 1, ..."""
+        rows = np.asarray(rows)
+        part = Trace(rule or self.method, self.problem, self.grid, len(rows),
+                     data={n: v[:, rows] for n, v in self.data.items()},
+                     final={n: v[rows] for n, v in self.final.items()},
+                     final_iter=self.final_iter[rows], diverged=self.diverged[rows], eps=self.eps)
+        if self.final_runs is not None:
+            mine = np.isin(self.final_runs, rows)
+            part.final_x = self.final_x[mine]
+            part.final_runs = np.searchsorted(rows, self.final_runs[mine])
+        return part
+
     def column(self, name: str, run: int) -> tuple[np.ndarray, np.ndarray]:
         """(iterations, values) of one run: its recorded steps, then its last iterate."""
         seen = ~np.isnan(self.data["grad_norm"][:, run])
@@ -108,15 +121,20 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_csv(path, traces) -> None:
-    """Write one or several traces as one tidy CSV (atomically)."""
+def csv_text(traces) -> str:
+    """One or several traces as one tidy CSV text."""
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(COLUMNS)
     for trace in traces:
         for row in trace.rows():
             out.writerow([_fmt(v) for v in row])
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path, traces) -> None:
+    """Write one or several traces as one tidy CSV (atomically)."""
+    atomic_write(path, csv_text(traces))
 
 
 def read_csv(path) -> dict[str, np.ndarray]:
@@ -143,8 +161,10 @@ def read_csv(path) -> dict[str, np.ndarray]:
     return out
 
 
-def atomic_write(path, text: str | bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it: readers never see half a file."""
+def atomic_write(path, text) -> None:
+    """Write to a temporary file beside ``path`` and rename it: readers never see half a file.
+    ``text`` is a str, bytes, or an iterable of str chunks (streamed: a large table need not be held
+    in memory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(text, bytes) else "w"
@@ -152,17 +172,24 @@ def atomic_write(path, text: str | bytes) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)          # mkstemp's 0600 would hide results from a group
         with os.fdopen(fd, mode) as fh:
-            fh.write(text)
+            if isinstance(text, (str, bytes)):
+                fh.write(text)
+            else:
+                fh.writelines(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
+def json_text(obj) -> str:
+    """Strict JSON (non-finite numbers, e.g. the loss of a diverged run, become null)."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+
+
 def write_json(path, obj) -> None:
-    """Strict JSON (non-finite numbers, e.g. the loss of a diverged run, become null), atomically."""
-    atomic_write(path, json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default,
-                                  allow_nan=False) + "\n")
+    """json_text(obj), written atomically."""
+    atomic_write(path, json_text(obj))
 
 
 def _finite(v):

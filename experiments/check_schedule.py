@@ -22,16 +22,16 @@ def main(argv=None) -> int:
     from convergence.errors import InputError
     from convergence.methods import METHODS
     from convergence.schedules import SCAN, Schedule, parse_expression
-    from convergence.theory import Context, assess_theorems
+    from convergence.theory import Context, assess
     p = OneLineParser(prog="python -m experiments.check_schedule", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="sam", help=f"one of: {', '.join(METHODS)}")
-    p.add_argument("--lam", type=float, default=None, help="unified: lambda")
+    p.add_argument("--lam", type=float, default=None, help="unified: lambda in [0, 1] (default 0.5)")
     p.add_argument("--stepsize", required=True, help="t_k as an expression in k (k = 0, 1, ...)")
     p.add_argument("--rho", required=True, help="rho_k as an expression in k")
     p.add_argument("--L", type=float, required=True, help="smoothness constant of f")
     p.add_argument("--mu", type=float, default=None, help="PL constant (makes f mu-PL)")
-    p.add_argument("--convex", action="store_true")
+    p.add_argument("--convex", action="store_true", help="f is convex")
     p.add_argument("--quadratic", action="store_true", help="f is a strongly convex quadratic")
     p.add_argument("--stochastic", action="store_true", help="stochastic (not full-batch) gradients")
     p.add_argument("--gamma-star", type=float, default=None, help="Oikonomou & Loizou's gamma* (theory steps)")
@@ -49,20 +49,19 @@ def main(argv=None) -> int:
         if args.mu is not None and args.mu > args.L:
             raise InputError(f"--mu {args.mu:g} exceeds --L {args.L:g}: give mu <= L (a PL constant "
                              f"never exceeds the smoothness constant)")
-        t = Schedule(parse_expression(args.stepsize), args.stepsize)
-        rho = Schedule(parse_expression(args.rho), args.rho)
+        t = Schedule(parse_expression(args.stepsize, "stepsize"), args.stepsize)
+        rho = Schedule(parse_expression(args.rho, "rho"), args.rho)
         for name, s in (("--stepsize", t), ("--rho", rho)):
             s.check(name, SCAN, lambda v: v > 0, "stay positive")
     except InputError as err:
-        return fail("check_schedule", str(err))
-    problem = SimpleNamespace(name="f", L=args.L, mu=args.mu, convex=args.convex or args.quadratic,
-                              lower_bounded=True, smoothness_note="global",
-                              f_star=None if args.mu is None else 0.0)
-    if args.quadratic:
-        problem.name = "quadratic"
+        return fail("check_schedule", err.for_flags())
+    problem = SimpleNamespace(name="a strongly convex quadratic" if args.quadratic else "f", L=args.L, mu=args.mu,
+                              convex=args.convex or args.quadratic, strongly_convex_quadratic=args.quadratic,
+                              lower_bounded=True, smoothness_note="global", f_star=None if args.mu is None else 0.0)
     ol = None if args.gamma_star is None else (args.gamma_star, args.rho_star)
-    ctx = Context(t.expr, rho.expr, args.L, args.mu, rule.error_model, ol)
-    rows = assess_theorems(args.method, args.lam, problem, ctx, deterministic=not args.stochastic)
+    seen = rule if args.stochastic else rule.on_full_batch()
+    ctx = Context(t, rho, args.L, args.mu, seen.error_model, ol)
+    rows = assess(rule, problem, ctx, deterministic=not args.stochastic)
     print(f"{args.method}: t_k = {t.expr}, rho_k = {rho.expr}, L = {args.L:g}"
           + (f", mu = {args.mu:g}" if args.mu else ""))
     applies = False

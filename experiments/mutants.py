@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from convergence.methods import GD, SAM, USAM, Rule, make_method
+from convergence.methods import SAM, Rule, make_method
 from convergence.vec import normalize
 
 

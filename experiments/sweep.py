@@ -267,31 +267,55 @@ def _cifar_models():
     return list(MODELS)
 
 
-# ---------------------------------------------------------------- cells
-def toy_config(cell: Cell, cell_dir: Path) -> tuple[dict, list[str]]:
-    """run_toy's validated config for a toy cell, through run_toy's own parser and configure().
-
-    Returns (config, warnings). The adapter builds run_toy's argv, so every check of run_toy applies.
-    """
-    from experiments import run_toy
+# ---------------------------------------------------------------- toy cells
+def toy_options(cell: Cell) -> dict:
+    """The toy_run arguments of a toy cell: its axes and the sweep's settings (the grid's decay
+    exponents only where the cell's schedules take them)."""
+    from convergence.spec import radius_schedule
     s = dict(cell.settings)
-    argv = [f"--method={cell['method']}", f"--stepsize={cell['stepsize']}", f"--problem={cell['problem']}",
-            f"--rho={cell['rho']}", f"--iters={s['iters']}", f"--runs={s['runs']}", f"--seed={cell['seed']}",
-            f"--sampling={s['sampling']}", f"--dtype={s['dtype']}", f"--out={cell_dir}", "--no-progress"]
-    if cell["stepsize"] == "diminishing":            # the grid's exponents, where the cell's schedules take them
-        argv.append(f"--decay={s['decay']}")
-    if run_toy.radius_schedule(cell["stepsize"]) == "diminishing":
-        argv.append(f"--rho-decay={s['rho_decay']}")
-    if cell["lr"] != "1/L":
-        argv.append(f"--lr={cell['lr']}")
-    for name in ("dim", "batch"):
-        if s[name] is not None:
-            argv.append(f"--{name}={s[name]}")
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):                 # run_toy's warnings
-        cfg = run_toy.configure(parse_cli(run_toy, argv))
-    warnings = [line.split("warning: ", 1)[-1] for line in err.getvalue().splitlines() if line.strip()]
-    return cfg, warnings
+    options = {"problem": cell["problem"], "method": cell["method"], "stepsize": cell["stepsize"],
+               "lr": None if cell["lr"] == "1/L" else cell["lr"], "rho": cell["rho"], "dim": s["dim"],
+               "iters": s["iters"], "runs": s["runs"], "seed": cell["seed"], "sampling": s["sampling"],
+               "batch": s["batch"], "dtype": s["dtype"]}
+    if cell["stepsize"] == "diminishing":
+        options["decay"] = s["decay"]
+    if radius_schedule(cell["stepsize"]) == "diminishing":
+        options["rho_decay"] = s["rho_decay"]
+    return options
+
+
+TASK_MEMORY = 2**30      # bytes one batched task may take (the cells of a batch are split to fit)
+
+
+def toy_tasks(cells: list[Cell], specs: dict, jobs: int) -> list[list[Cell]]:
+    """The cells to run, grouped into batches: cells whose specs can share a batch (same problem,
+    method, sampler and sizes; they differ in seed, t_0 or rho_0) run as one array run. A group is
+    split into ``jobs`` tasks (parallelism) and into pieces of at most TASK_MEMORY."""
+    from convergence.spec import batch_key
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault(batch_key(specs[cell.name]), []).append(cell)
+    tasks = []
+    for group in groups.values():
+        per_cell = specs[group[0].name].memory_estimate()
+        size = max(1, min(-(-len(group) // jobs), TASK_MEMORY // max(per_cell, 1)))
+        tasks += [group[i:i + size] for i in range(0, len(group), size)]
+    return tasks
+
+
+def toy_batch(cells: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Run toy cells (name, toy_run arguments) as one batch (in a worker): each cell's trace.csv text
+    and summary, as run_toy would write them."""
+    from convergence.runner import run_batch
+    from convergence.spec import toy_run
+    from convergence.trace import json_text
+    from experiments.results import summary, trace_text
+    start = time.perf_counter()
+    specs = [toy_run(**options) for _, options in cells]
+    traces = run_batch(specs)
+    seconds = (time.perf_counter() - start) / len(cells)
+    return [(name, {"trace": trace_text(trace), "summary": json.loads(json_text(summary(spec, trace, seconds)))})
+            for (name, _), spec, trace in zip(cells, specs, traces)]
 
 
 def check_cifar_cell(cell: Cell, cell_dir: Path, local: bool) -> None:
@@ -312,26 +336,6 @@ def parse_cli(cli, argv: list[str]):
             return cli.build_parser().parse_args(argv)
         except SystemExit:
             raise InputError(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]) from None
-
-
-def toy_cell(cfg: dict) -> dict:
-    """Run one toy cell (in a worker): its trace.csv text and summary, as run_toy would write them."""
-    import tempfile
-
-    from convergence.trace import write_csv
-    from experiments import run_toy
-    start = time.perf_counter()
-    problem, trace = run_toy.execute(cfg)
-    summary = run_toy.summary(cfg, problem, trace, time.perf_counter() - start)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_csv(Path(tmp) / "trace.csv", [trace])
-        text = (Path(tmp) / "trace.csv").read_text()
-    return {"trace": text, "summary": json.loads(json.dumps(summary, default=_json_default))}
-
-
-def _json_default(v):
-    from convergence.trace import _json_default as default
-    return default(v)
 
 
 def cifar_command(cell: Cell, cell_dir: Path) -> list[str]:
@@ -435,113 +439,77 @@ def diverged_runs(summary: dict) -> int:
 
 # ---------------------------------------------------------------- outputs
 def combine(out: Path, cells: list[Cell]) -> Path:
-    """OUT/combined.csv: each cell's trace rows (cells in sorted order) plus identifying columns."""
-    import tempfile
-    path = out / "combined.csv"
-    header = None
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".combined.csv.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            for cell in cells:
-                src = out / "cells" / cell.name / (CIFAR_TABLE if cell.kind == "cifar" else "trace.csv")
-                if not src.exists():
-                    continue
-                lines = src.read_text().split("\n")
-                if lines and lines[-1] == "":
-                    lines.pop()
-                cols = lines[0].split(",") if lines else []
-                ids = [(a, ID_COLUMNS.get(a, a)) for a, _ in cell.axes if ID_COLUMNS.get(a, a) not in cols]
-                head = ",".join(cols + [c for _, c in ids] + ["cell"])
-                if header is None:
-                    header = head
-                    fh.write(header + "\n")
-                elif head != header:
-                    raise InputError(f"{src} has the columns {lines[0]}, unlike the other cells'")
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="").writerow([cell[a] for a, _ in ids] + [cell.name])
-                suffix = "," + buf.getvalue() + "\n"
-                fh.writelines(line + suffix for line in lines[1:])
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    """OUT/combined.csv: each cell's trace rows (cells in sorted order) plus identifying columns,
+    streamed from the cell files (cells of earlier runs of the sweep included) and written atomically.
+    Every cell is read and checked before the file is replaced."""
+    from convergence.trace import atomic_write
+    sources = [(cell, out / "cells" / cell.name / (CIFAR_TABLE if cell.kind == "cifar" else "trace.csv"))
+               for cell in cells]
+    sources = [(cell, src) for cell, src in sources if src.exists()]
+    headers = {}
+    for cell, src in sources:
+        with open(src) as fh:
+            cols = fh.readline().rstrip("\n").split(",")
+        ids = [(a, ID_COLUMNS.get(a, a)) for a, _ in cell.axes if ID_COLUMNS.get(a, a) not in cols]
+        headers[cell.name] = (",".join(cols + [c for _, c in ids] + ["cell"]), ids)
+    if len({h for h, _ in headers.values()}) > 1:
+        first = next(iter(headers.values()))[0]
+        odd = next(src for cell, src in sources if headers[cell.name][0] != first)
+        raise InputError(f"{odd} has other columns than the other cells' ({first})")
+
+    def chunks():
+        if sources:
+            yield headers[sources[0][0].name][0] + "\n"
+        for cell, src in sources:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="").writerow([cell[a] for a, _ in headers[cell.name][1]] + [cell.name])
+            suffix = "," + buf.getvalue() + "\n"
+            with open(src) as fh:
+                next(fh)
+                for line in fh:
+                    yield line.rstrip("\n") + suffix
+
+    atomic_write(out / "combined.csv", chunks())
+    return out / "combined.csv"
 
 
 def grid_figure(out: Path, cells: list[Cell]) -> list[Path]:
-    """Median ||grad f|| (10-90 % band, runs of all seeds pooled): a panel per (problem, stepsize),
-    a curve per (method, lr, rho)."""
-    import numpy as np
-
+    """OUT/grid.png/pdf from the cells' traces (figures.grid)."""
     from convergence.trace import read_csv
-    from figures.convergence import PALETTE, band, plt, save
-    problems = list(dict.fromkeys(c["problem"] for c in cells))
-    stepsizes = list(dict.fromkeys(c["stepsize"] for c in cells))
-    curves = list(dict.fromkeys((c["method"], c["lr"], c["rho"]) for c in cells))
-    several = {i: len({k[i] for k in curves}) > 1 for i in (1, 2)}
-    fig, axes = plt.subplots(len(problems), len(stepsizes), squeeze=False,
-                             figsize=(3.4 * len(stepsizes), 2.8 * len(problems)))
-    for i, prob in enumerate(problems):
-        for j, step in enumerate(stepsizes):
-            ax = axes[i][j]
-            for n, key in enumerate(curves):
-                group = [c for c in cells if (c["problem"], c["stepsize"]) == (prob, step)
-                         and (c["method"], c["lr"], c["rho"]) == key]
-                tables = [read_csv(out / "cells" / c.name / "trace.csv") for c in group]
-                if not tables:
-                    continue
-                table = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
-                offset = np.cumsum([0] + [int(t["run"].max()) + 1 for t in tables[:-1]])
-                table["run"] = np.concatenate([t["run"] + o for t, o in zip(tables, offset)])
-                ks, med, lo, hi = band(table, "grad_norm")
-                ok = np.isfinite(med) & (med > 0)
-                label = key[0] + (f" t0={key[1]}" if several[1] else "") + (f" rho={key[2]}" if several[2] else "")
-                colour = PALETTE[n % len(PALETTE)]
-                ax.plot(ks[ok] + 1.0, med[ok], color=colour, lw=1.3, label=label)
-                ax.fill_between(ks[ok] + 1.0, np.maximum(lo[ok], 1e-300), hi[ok], color=colour, alpha=0.2, lw=0)
-            ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration $k + 1$",
-                   ylabel=r"$\|\nabla f(x_k)\|$" if j == 0 else None)
-            ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(title="median, 10-90 %", frameon=False)
+    from figures.convergence import save
+    from figures.grid import grid_figure as draw
+    tables = [(dict(c.axes), read_csv(out / "cells" / c.name / "trace.csv")) for c in cells]
     s = dict(cells[0].settings)
-    fig.suptitle(f"{s['iters']} iterations x {s['runs']} runs x {len({c['seed'] for c in cells})} seeds")
-    fig.tight_layout()
-    return save(fig, out / "grid")
+    title = f"{s['iters']} iterations x {s['runs']} runs x {len({c['seed'] for c in cells})} seeds"
+    return save(draw(tables, title), out / "grid")
 
 
 # ---------------------------------------------------------------- main
 def main(argv=None) -> int:
+    from convergence import theory
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:
         cells = plan(args)
         if args.backend == "ray":
             backends.ray_module()
-        states, warnings, tasks = {}, {}, []
-        gpus = backends.gpu_count() if args.kind == "cifar" and args.backend == "local" else 0
-        for cell in cells:
-            cell_dir = out / "cells" / cell.name
-            states[cell.name] = cell_state(cell, cell_dir, out)
-            if args.kind == "toy":
-                try:
-                    cfg, warns = toy_config(cell, cell_dir)
-                except InputError as err:
-                    raise InputError(f"{err} (cell {cell.name})") from None
-                if warns:
-                    warnings.setdefault(cell.name, warns[0])
-                task_args = (cfg,)
-            else:
-                try:
-                    check_cifar_cell(cell, cell_dir, local=args.address is None)
-                except InputError as err:
-                    raise InputError(f"{err} (cell {cell.name})") from None
-                task_args = (cifar_command(cell, cell_dir), str(cell_dir), gpus)
-            if states[cell.name][0] != "done":
-                fn = toy_cell if args.kind == "toy" else cifar_cell
-                tasks.append(backends.Task(cell.name, fn, task_args, gpu=args.kind == "cifar"))
+        states = {cell.name: cell_state(cell, out / "cells" / cell.name, out) for cell in cells}
+        todo = [cell for cell in cells if states[cell.name][0] != "done"]
+        warnings = {}
+        if args.kind == "toy":
+            specs = {cell.name: _cell(cell, toy_spec, cell) for cell in cells}
+            warnings = {name: why for name, spec in specs.items() if (why := theory.applicability(spec))}
+            tasks = [backends.Task(_task_key(group), toy_batch, ([(c.name, toy_options(c)) for c in group],))
+                     for group in toy_tasks(todo, specs, args.jobs or 1)]
+        else:
+            gpus = backends.gpu_count() if args.backend == "local" else 0
+            for cell in cells:
+                _cell(cell, check_cifar_cell, cell, out / "cells" / cell.name, args.address is None)
+            tasks = [backends.Task(cell.name, cifar_cell, (cifar_command(cell, out / "cells" / cell.name),
+                                                           str(out / "cells" / cell.name), gpus), gpu=True)
+                     for cell in todo]
     except InputError as err:
-        return fail("sweep", str(err))
+        return fail("sweep", err.for_flags())
     if warnings:
         first, why = next(iter(warnings.items()))
         print(f"sweep: note: {len(warnings)} of {len(cells)} cells run outside the hypotheses of every "
@@ -560,6 +528,27 @@ def main(argv=None) -> int:
     return _execute(args, out, cells, states, tasks, ray)
 
 
+def toy_spec(cell: Cell):
+    from convergence.spec import toy_run
+    return toy_run(**toy_options(cell))
+
+
+def _cell(cell: Cell, fn, *args):
+    """fn(*args), its InputError naming the cell (and the sweep's flags)."""
+    try:
+        return fn(*args)
+    except InputError as err:
+        raise InputError(f"{err.for_flags(SWEEP_FLAGS)} (cell {cell.name})") from None
+
+
+SWEEP_FLAGS = {"problem": "--problems", "method": "--methods", "stepsize": "--stepsizes", "lr": "--lrs",
+               "rho": "--rhos", "seed": "--seeds", "radius": "--stepsizes"}
+
+
+def _task_key(group: list[Cell]) -> str:
+    return group[0].name if len(group) == 1 else f"{group[0].name} (+{len(group) - 1} cells in one batch)"
+
+
 def _execute(args, out: Path, cells, states, tasks, ray) -> int:
     """Hold OUT/.sweep.lock (released by the kernel even on kill -9) while the grid runs."""
     import fcntl
@@ -576,7 +565,6 @@ def _execute(args, out: Path, cells, states, tasks, ray) -> int:
 
 def _run_grid(args, out: Path, cells, states, tasks, ray) -> int:
     from convergence.trace import write_json
-    from experiments import backends
     start = time.perf_counter()
     by_name = {c.name: c for c in cells}
     summaries = {name: s[1] for name, s in states.items() if s[0] == "done"}
@@ -584,26 +572,32 @@ def _run_grid(args, out: Path, cells, states, tasks, ray) -> int:
         if state == "corrupt":
             print(f"sweep: cell {name}: {why}; recomputing it", file=sys.stderr)
     _clean_temporaries(out)
+    members = {task.key: [name for name, _ in task.args[0]] if args.kind == "toy" else [task.key] for task in tasks}
     for task in tasks:
-        _clean_temporaries(out / "cells" / task.key)
-        if args.kind == "cifar":
-            write_json(out / "cells" / task.key / "cell.json", {"sweep_cell": by_name[task.key].spec})
-    print(f"sweep: {len(cells)} cells, {len(summaries)} already complete, {len(tasks)} to run "
-          f"({args.backend} backend{f', {args.jobs} jobs' if args.jobs else ''})", flush=True)
-    failed = []
+        for name in members[task.key]:
+            _clean_temporaries(out / "cells" / name)
+            if args.kind == "cifar":
+                write_json(out / "cells" / name / "cell.json", {"sweep_cell": by_name[name].spec})
+    todo = sum(len(m) for m in members.values())
+    print(f"sweep: {len(cells)} cells, {len(summaries)} already complete, {todo} to run in {len(tasks)} "
+          f"task(s) ({args.backend} backend{f', {args.jobs} jobs' if args.jobs else ''})", flush=True)
+    failed, n = [], 0
     results = (backends.run_ray(tasks, ray) if ray is not None else backends.run_local(tasks, args.jobs or 1))
     try:
-        for n, (name, ok, value) in enumerate(results, 1):
-            cell = by_name[name]
+        for key, ok, value in results:
             if not ok:
-                failed.append(name)
-                print(f"[{n}/{len(tasks)}] {name}: FAILED: {value}", flush=True)
+                failed += members[key]
+                n += len(members[key])
+                print(f"[{n}/{todo}] {key}: FAILED: {value}", flush=True)
                 continue
-            summary = store(cell, out / "cells" / name, value) if cell.kind == "toy" else value["summary"]
-            summaries[name] = summary
-            counts = status_counts(summary)
-            text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "done"
-            print(f"[{n}/{len(tasks)}] {name}: {text}", flush=True)
+            for name, result in (value if args.kind == "toy" else [(key, value)]):
+                n += 1
+                cell = by_name[name]
+                summary = store(cell, out / "cells" / name, result) if cell.kind == "toy" else result["summary"]
+                summaries[name] = summary
+                counts = status_counts(summary)
+                text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "done"
+                print(f"[{n}/{todo}] {name}: {text}", flush=True)
     except KeyboardInterrupt:
         print(f"sweep: interrupted; {len(summaries)} of {len(cells)} cells complete: rerun the same "
               f"command to resume", file=sys.stderr)

@@ -77,16 +77,25 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     return fig
 
 
-def save(fig, stem) -> list[Path]:
-    """Save PNG and vector PDF beside each other (atomically); returns the two paths."""
-    paths = []
+def encode(fig) -> dict[str, bytes]:
+    """The figure as PNG and vector PDF bytes (the PDF without a creation date: same run, same
+    bytes); the figure is closed."""
+    out = {}
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
-        path = Path(f"{stem}.{ext}")
-        atomic_write(path, buf.getvalue())
-        paths.append(path)
+        out[ext] = buf.getvalue()
     plt.close(fig)
+    return out
+
+
+def save(fig, stem) -> list[Path]:
+    """Save PNG and vector PDF beside each other (atomically); returns the two paths."""
+    paths = []
+    for ext, data in encode(fig).items():
+        path = Path(f"{stem}.{ext}")
+        atomic_write(path, data)
+        paths.append(path)
     return paths
 
 

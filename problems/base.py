@@ -25,8 +25,12 @@ class Problem:
     mu: float | None = None              # PL constant: ||grad f||^2 >= 2 mu (f - f*)
     kl_exponent: float | None = None     # Lojasiewicz exponent theta where known
     convex: bool = False
+    strongly_convex_quadratic: bool = False   # f = 1/2 (x - x*)^T A (x - x*) with A positive definite
     lower_bounded: bool = True
     box: tuple[float, float] = (-1.0, 1.0)   # default box for random starting points
+    # f and grad compute each run's row by itself (elementwise numpy), so a run's numbers do not depend
+    # on the other runs in its batch; False where they use matrix products (BLAS blocks rows)
+    batch_invariant: bool = True
 
     def __init__(self, dim: int):
         check_dim(type(self), dim)

@@ -31,6 +31,7 @@ class DiagonalNet(Problem):
     L = np.inf
     smoothness_note = "not globally smooth (quartic in x)"
     lower_bounded = True
+    batch_invariant = False        # matrix products with the data
 
     def __init__(self, dim: int = 60, n: int = 20, sparsity: int = 3, alpha: float = 0.1,
                  n_test: int = 1000, data_seed: int = 0, notebook: bool = False):

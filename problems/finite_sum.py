@@ -17,6 +17,7 @@ class FiniteSum(Problem):
     phi_curvature: float = 1.0     # sup |phi''|, so L_i = phi_curvature ||a_i||^2 + reg
     margin: bool = False           # True: residual is b_i a_i^T x (classification), else a_i^T x - b_i
     reg: float = 0.0
+    batch_invariant = False        # X @ A.T: BLAS blocks the rows of a batch
 
     def _set_data(self, A: np.ndarray, b: np.ndarray) -> None:
         self.A, self.b = np.asarray(A, float), np.asarray(b, float)

@@ -16,7 +16,7 @@ class Quadratic(Problem):
 
     name = "quadratic"
     citation = "strongly convex quadratic; Khanh et al. (2024), Sec. 3 (constant-step SAM fails)"
-    convex = True
+    convex = strongly_convex_quadratic = True
     kl_exponent = 0.5
     box = (-1.0, 1.0)
 
@@ -50,7 +50,7 @@ class Saddle(Quadratic):
     name = "saddle"
     citation = "indefinite quadratic; Compagnoni et al. (2023), saddle analysis"
     min_dim = 2
-    convex = False
+    convex = strongly_convex_quadratic = False
     lower_bounded = False
     kl_exponent = None
 

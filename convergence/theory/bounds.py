@@ -1,0 +1,63 @@
+"""Derived bounds that every iterate of a deterministic run must satisfy.
+
+Derived descent lemma. For x+ = x - t g with ||g - grad f(x)|| <= eps, f L-smooth and t <= 1/L,
+    f(x+) <= f(x) - (t/2) ||grad f(x)||^2 + (t/2) eps^2.
+Proof: f(x+) <= f - t<grad f, g> + (L t^2/2)||g||^2; write g = grad f + e and use
+-(t - L t^2)<grad f, e> <= (t - L t^2)(||grad f||^2 + ||e||^2)/2 with t - L t^2 >= 0.
+With a rule's error model eps_k <= L rho_k (a ||grad f(x_k)|| + b) and c = 2 if a, b > 0 else 1:
+    min_{j<k} ||grad f(x_j)||^2 <= (2 (f(x_0) - f*) + c L^2 b^2 sum_{j<k} t_j rho_j^2)
+                                   / sum_{j<k} t_j (1 - c L^2 a^2 rho_j^2)                 (MIN-GRAD)
+and, if f is mu-PL,
+    f(x_{k+1}) - f* <= (1 - t_k mu (1 - c L^2 a^2 rho_k^2)) (f(x_k) - f*) + (t_k/2) c L^2 b^2 rho_k^2.  (PL)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _terms(ctx, K):
+    a, b = ctx.error_model
+    c = 2.0 if a > 0 and b > 0 else 1.0
+    return a, b, c, ctx.t.values(K), ctx.rho.values(K)
+
+
+def min_grad_bound(ctx, f_gap0: np.ndarray, K: int) -> np.ndarray:
+    """MIN-GRAD: bound on min_{j<k} ||grad f(x_j)||, shaped (K, runs): row k-1 is the bound at k."""
+    a, b, c, t, r = _terms(ctx, K)
+    num = c * ctx.L**2 * b**2 * np.cumsum(t * r**2)
+    den = np.cumsum(t * (1 - c * ctx.L**2 * a**2 * r**2))
+    return np.sqrt((2 * np.asarray(f_gap0)[None, :] + num[:, None]) / den[:, None])
+
+
+def pl_bound(ctx, f_gap0: np.ndarray, K: int) -> np.ndarray:
+    """PL: bound on f(x_k) - f*, shaped (K+1, runs). The recursion is linear in f(x_0) - f*, so
+    bound_k = P_k (f(x_0) - f*) + Q_k with P the product of contractions and Q the forced part."""
+    a, b, c, t, r = _terms(ctx, K)
+    contraction = 1 - t * ctx.mu * (1 - c * ctx.L**2 * a**2 * r**2)
+    forcing = 0.5 * t * c * ctx.L**2 * b**2 * r**2
+    P = np.concatenate([[1.0], np.cumprod(contraction)])
+    Q = np.zeros(K + 1)
+    for j in range(K):                        # a scalar linear recursion, K multiply-adds
+        Q[j + 1] = contraction[j] * Q[j] + forcing[j]
+    return P[:, None] * np.asarray(f_gap0)[None, :] + Q[:, None]
+
+
+def bound_table(predicts: str, ctx, trace) -> np.ndarray | None:
+    """The derived bound of a theorem's prediction at every iteration of every run, indexed so that
+    row ``it + SHIFT[predicts]`` is the bound for the recorded iterate ``it`` (a grid point or the
+    last iterate); None where the grid does not record x_0 (the bounds start from f(x_0) - f*)."""
+    if trace.grid[0] != 0:
+        return None
+    K = int(trace.final_iter.max())
+    gap0 = trace.data["f_gap"][0]
+    if predicts == "bound_min_grad":
+        full = min_grad_bound(ctx, gap0, K)                        # row k-1: bound at k
+        return np.vstack([np.full((1, trace.runs), np.inf), full])  # k = 0: nothing yet
+    if predicts == "bound_pl":
+        return pl_bound(ctx, gap0, K)
+    return None
+
+
+# min over j < k bounds the iterate k-1 onwards: the running min up to iterate it is compared with
+# the bound at it + 1 (the bound counts the iterates seen)
+SHIFT = {"bound_min_grad": 1, "bound_pl": 0}

@@ -1,0 +1,128 @@
+"""A run's result folder: trace.csv, summary.json and the figure, written as a whole.
+
+The files are written into a hidden sibling folder that is renamed into place at the end, so an
+interrupted run or a full disk leaves either the complete old result or nothing (never a new
+trace.csv beside an old summary.json). An existing result folder is replaced only when asked.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from convergence.errors import InputError
+
+
+def check_out(out, overwrite: bool = False, param: str = "out") -> Path:
+    """Refuse, before any work, an output folder that is empty text, a device or other non-folder,
+    a name the filesystem will not take, not writable, or an existing result without ``overwrite``."""
+    from experiments.common import check_writable
+    if not str(out).strip():
+        raise InputError(f"{param} is empty: give a folder name", param)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{param} {out} exists and is not a folder: choose a folder", param)
+    for part in out.parts:
+        if len(part.encode()) > 255:
+            raise InputError(f"{param} has a name of {len(part.encode())} bytes, more than the 255 a "
+                             f"filesystem takes: choose a shorter name", param)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{param} {out} already holds a result: pass `overwrite` to replace it, or choose "
+                         f"another folder", param)
+    check_writable(out)
+    return out
+
+
+def write_folder(out: Path, files: dict[str, str | bytes]) -> list[Path]:
+    """Write ``files`` (name -> text or bytes) as the folder ``out``, replacing any old one whole."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        for name, data in files.items():
+            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+        os.chmod(tmp, 0o777 & ~_umask())
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in files]
+
+
+def _umask() -> int:
+    from convergence.trace import _UMASK
+    return _UMASK
+
+
+def disk_error(err: OSError) -> str | None:
+    """A one-line message for a full disk or quota (None for other OS errors)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write {err.filename or 'the results'}: {os.strerror(err.errno)}; free space and rerun"
+    return None
+
+
+def max_err_ratio(trace) -> float | None:
+    """max over recorded iterates of err / err_bound (<= 1 when the inexactness bound holds).
+
+    Iterates whose ||grad f|| is below 1e-9 of the run's first are left out: there both sides are
+    at round-off level and their ratio means nothing.
+    """
+    err, bound = trace.data["err"], trace.data["err_bound"]
+    g = trace.data["grad_norm"]
+    ok = np.isfinite(err) & np.isfinite(bound) & (bound > 0) & (g >= 1e-9 * g[:1])
+    return float(np.max(err[ok] / bound[ok])) if ok.any() else None
+
+
+def summary(spec, trace, seconds: float | None = None, extra: dict | None = None) -> dict:
+    """summary.json: the run's config, seed, provenance, problem metadata, verdicts and theory."""
+    from convergence.trace import provenance
+    runs = [{"run": r, "status": trace.status[r], "reason": trace.reason[r], **trace.details[r]}
+            for r in range(trace.runs)]
+    return {"config": {**spec.describe(), **(extra or {})}, "seed": spec.seed, "provenance": provenance(),
+            "problem": spec.problem.metadata(), "status_counts": status_counts(trace),
+            "max_err_over_bound": max_err_ratio(trace), "runs": runs, "theory": trace.theory,
+            "mismatches": [row["theorem"] for row in trace.theory if row.get("mismatch")],
+            **({"seconds": round(seconds, 3)} if seconds is not None else {})}
+
+
+def status_counts(trace) -> dict:
+    return {s: trace.status.count(s) for s in sorted(set(trace.status))}
+
+
+def trace_text(trace) -> str:
+    """trace.csv's text."""
+    from convergence.trace import csv_text
+    return csv_text([trace])
+
+
+def figure(spec, trace) -> dict[str, bytes]:
+    """The convergence figure of one run (median and band over its runs, the derived bounds dashed)."""
+    from convergence.trace import table
+    from figures.convergence import encode, plot_tables
+    cfg = spec.describe()
+    title = f"{spec.rule.name.upper()} on {spec.problem.name} (d={spec.problem.dim}), {cfg['stepsize']} steps"
+    overlays = [(row["bound_curve"], "grad_norm" if row["predicts"] == "bound_min_grad" else "f_gap",
+                 "min-grad bound" if row["predicts"] == "bound_min_grad" else "PL bound")
+                for row in trace.theory if "bound_curve" in row]
+    return encode(plot_tables([(spec.rule.name, table([trace]))], title, overlays))
+
+
+def write_result(out: Path, spec, trace, seconds=None, extra: dict | None = None) -> list[Path]:
+    """trace.csv, figure.png/pdf and summary.json, as one folder."""
+    from convergence.trace import json_text
+    pictures = figure(spec, trace)
+    files = {"trace.csv": trace_text(trace), "figure.png": pictures["png"], "figure.pdf": pictures["pdf"],
+             "summary.json": json_text(summary(spec, trace, seconds, extra))}
+    return write_folder(out, files)
