@@ -66,7 +66,8 @@ class Hyper:
         ok = numeric and (value > self.lo if self.lo_open else value >= self.lo) and (
             value < self.hi if self.hi_open else value <= self.hi)
         if not ok:
-            raise InputError(f"{name} must lie in {self.range}, got {value}", name)
+            what = "be an integer in" if self.kind == "int" else "lie in"
+            raise InputError(f"{name} must {what} {self.range}, got {value}", name)
         return int(value) if self.kind == "int" else float(value)
 
 

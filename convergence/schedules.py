@@ -11,7 +11,7 @@ import re
 import numpy as np
 import sympy as sp
 
-from convergence.errors import InputError
+from convergence.errors import InputError, unknown
 
 k = sp.Symbol("k", integer=True, nonnegative=True)
 e = sp.Symbol("e", integer=True, nonnegative=True)   # epoch counter of the CIFAR schedules
@@ -95,8 +95,8 @@ def _tokens(text: str, name: str):
         if not m or m.end() == pos:
             raise InputError(f"{name} '{text}' cannot be parsed at '{text[pos:]}': use numbers, k, "
                              f"+ - * / ** ( ) and {', '.join(_FUNCS)}", name)
-        num, name, op = m.groups()
-        out.append(("num", num) if num else ("name", name) if name else ("op", op))
+        num, word, op = m.groups()
+        out.append(("num", num) if num else ("name", word) if word else ("op", op))
         pos = m.end()
     return out
 
@@ -211,11 +211,14 @@ def _number_power(base: sp.Expr, exponent: sp.Expr, fail) -> sp.Expr:
 SHAPES = ("constant", "diminishing")     # schedules set by a value (and a decay); else an expression
 
 
-def make_schedule(spec: str, value: float, power: float, name: str = "schedule") -> Schedule:
+def make_schedule(spec: str, value: float, power: float, name: str = "schedule",
+                  words: tuple = SHAPES) -> Schedule:
     """``constant`` (t_k = value), ``diminishing`` (value/(k+1)^power) or an expression in k (errors
-    name the parameter ``name``)."""
+    name the parameter ``name``; a lone word that is not one of ``words`` gets the closest one)."""
     if spec == "constant":
         return constant(value)
     if spec == "diminishing":
         return diminishing(value, power)
+    if re.fullmatch(r"[A-Za-z][A-Za-z_-]+", spec) and spec not in _CONSTS:
+        raise unknown(f"`{name}`", spec, list(words) + ["an expression in k"], name)
     return Schedule(parse_expression(spec, name), spec)

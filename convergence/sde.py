@@ -48,7 +48,7 @@ import numpy as np
 from convergence.errors import InputError, unknown
 from convergence.methods import Rule, make_method
 from convergence.random import normal, uniform
-from convergence.runner import run as engine
+from convergence.runner import iterate as engine
 from convergence.sampling import FullBatch
 
 METHODS = ("sgd", "usam", "sam", "dnsam")

@@ -51,7 +51,7 @@ class ToyRun:
     def __post_init__(self):
         _integer("iters", self.iters, 1, 10**12)
         _integer("runs", self.runs, 1, 10**12)
-        _integer("seed", self.seed, 0, MAX_SEED)
+        _integer("seed", self.seed, 0, MAX_SEED, "2^63)")
         if self.dtype not in DTYPES:
             raise unknown("dtype", self.dtype, DTYPES, "dtype")
         check_memory(self.memory_estimate(), "this run", self.max_memory)
@@ -125,9 +125,9 @@ def batch_key(spec: ToyRun) -> tuple:
             spec.iters, spec.dtype, spec.grid) + own + exact
 
 
-def _integer(name: str, value, lo: int, hi: int) -> int:
+def _integer(name: str, value, lo: int, hi: int, upper: str | None = None) -> int:
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi):
-        raise InputError(f"{name} must be an integer in [{lo}, {hi:.3g}], got {value}", name)
+        raise InputError(f"{name} must be an integer in [{lo}, {upper or f'{hi:.3g}]'}, got {value}", name)
     return int(value)
 
 
@@ -159,7 +159,7 @@ def check_memory(need: float, what: str, limit: float | None = None) -> None:
     if need > have:
         raise InputError(f"{what} needs about {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB "
                          f"{'available' if limit is None else 'allowed'}: lower `runs`, `dim` or `iters` "
-                         f"(or allow more with `max_memory`)", "max_memory")
+                         f"(or allow more with `max_memory`)")
 
 
 _PROBLEMS: dict = {}
@@ -227,8 +227,9 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
                              "too (its default)", "stepsize")
         t, r = pl_decreasing(lr_value, rho_value, the_problem.mu)
     else:
-        t = make_schedule(stepsize, lr_value, DEFAULT_DECAY if decay is None else decay, "stepsize")
-        r = make_schedule(radius, rho_value, DEFAULT_DECAY if rho_decay is None else rho_decay, "radius")
+        words = SHAPES + ("pl-decreasing",)
+        t = make_schedule(stepsize, lr_value, DEFAULT_DECAY if decay is None else decay, "stepsize", words)
+        r = make_schedule(radius, rho_value, DEFAULT_DECAY if rho_decay is None else rho_decay, "radius", words)
     config = {"problem": problem, "dim": the_problem.dim, "method": method,
               "method_options": {k: str(v) for k, v in method_options.items()}, "sampling": sampling,
               "batch": batch, "stepsize": stepsize, "lr": lr_value,

@@ -184,11 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: worker processes (default 1); ray: CPUs of a new local instance")
     x.add_argument("--out", default="results/sweep", help="output folder (default results/sweep)")
     x.add_argument("--no-figure", action="store_true", help="skip the grid figure")
+    x.add_argument("--no-batch", action="store_true",
+                   help="toy: run every cell as its own task (default: cells that differ only in seed, "
+                        "lr or rho run as one array run; the results are the same bytes)")
     x.add_argument("--dry-run", action="store_true", help="list the cells (and commands), run nothing")
     return p
 
 
-TOY_ONLY = ("problems", "iters", "runs", "dim", "decay", "rho_decay", "sampling", "batch", "dtype")
+TOY_ONLY = ("problems", "iters", "runs", "dim", "decay", "rho_decay", "sampling", "batch", "dtype", "no_batch")
 CIFAR_ONLY = ("models", "datasets", "epochs", "batch_size", "weight_decay", "momentum", "amp", "cifar_args")
 
 
@@ -287,11 +290,14 @@ def toy_options(cell: Cell) -> dict:
 TASK_MEMORY = 2**30      # bytes one batched task may take (the cells of a batch are split to fit)
 
 
-def toy_tasks(cells: list[Cell], specs: dict, jobs: int) -> list[list[Cell]]:
+def toy_tasks(cells: list[Cell], specs: dict, jobs: int, batch: bool = True) -> list[list[Cell]]:
     """The cells to run, grouped into batches: cells whose specs can share a batch (same problem,
     method, sampler and sizes; they differ in seed, t_0 or rho_0) run as one array run. A group is
-    split into ``jobs`` tasks (parallelism) and into pieces of at most TASK_MEMORY."""
+    split into ``jobs`` tasks (parallelism) and into pieces of at most TASK_MEMORY. ``batch=False``:
+    one task per cell."""
     from convergence.spec import batch_key
+    if not batch:
+        return [[cell] for cell in cells]
     groups: dict = {}
     for cell in cells:
         groups.setdefault(batch_key(specs[cell.name]), []).append(cell)
@@ -500,7 +506,7 @@ def main(argv=None) -> int:
             specs = {cell.name: _cell(cell, toy_spec, cell) for cell in cells}
             warnings = {name: why for name, spec in specs.items() if (why := theory.applicability(spec))}
             tasks = [backends.Task(_task_key(group), toy_batch, ([(c.name, toy_options(c)) for c in group],))
-                     for group in toy_tasks(todo, specs, args.jobs or 1)]
+                     for group in toy_tasks(todo, specs, args.jobs or 1, not args.no_batch)]
         else:
             gpus = backends.gpu_count() if args.backend == "local" else 0
             for cell in cells:

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pi
 from convergence.deepnet.models import make_model  # noqa: E402
 from convergence.deepnet.optim import SAMFamily  # noqa: E402
 from convergence.methods import make_method  # noqa: E402
-from convergence.runner import run  # noqa: E402
+from convergence.runner import iterate as run  # noqa: E402
 from convergence.schedules import constant  # noqa: E402
 from problems import Quadratic  # noqa: E402
 

@@ -10,7 +10,7 @@ from convergence.deepnet.optim import (SAMFamily, disable_running_stats, enable_
 from convergence.deepnet.paramvec import ParamVec  # noqa: E402
 from convergence.errors import InputError  # noqa: E402
 from convergence.methods import make_method  # noqa: E402
-from convergence.runner import run  # noqa: E402
+from convergence.runner import iterate as run  # noqa: E402
 from convergence.schedules import diminishing  # noqa: E402
 from convergence.vec import norm, normalize  # noqa: E402
 from problems import Quadratic  # noqa: E402

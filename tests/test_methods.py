@@ -7,7 +7,7 @@ import pytest
 from convergence.errors import InputError
 from convergence.methods import METHODS, make_method
 from convergence.random import Streams
-from convergence.runner import run
+from convergence.runner import iterate
 from convergence.sampling import FullOracle, make_sampler
 from convergence.schedules import Schedule, constant, diminishing, k
 from problems import LeastSquares, Quadratic, make_problem
@@ -23,7 +23,7 @@ def unit(v):
 
 
 def one_step(method, **hyper):
-    trace = run(QUAD, make_method(method, **hyper), constant(T), constant(RHO), 1, 1, x0=X0.copy())
+    trace = iterate(QUAD, make_method(method, **hyper), constant(T), constant(RHO), 1, 1, x0=X0.copy())
     return trace.final_x[0]
 
 
@@ -42,8 +42,8 @@ def test_unified_step(lam):
 def test_unified_endpoints_are_usam_and_sam_exactly():
     p = make_problem("sinpl", 3)
     for lam, other in ((0.0, "usam"), (1.0, "sam")):
-        a = run(p, make_method("unified", lam=lam), diminishing(0.1, 0.6), constant(0.2), 500, 4, seed=2)
-        b = run(p, make_method(other), diminishing(0.1, 0.6), constant(0.2), 500, 4, seed=2)
+        a = iterate(p, make_method("unified", lam=lam), diminishing(0.1, 0.6), constant(0.2), 500, 4, seed=2)
+        b = iterate(p, make_method(other), diminishing(0.1, 0.6), constant(0.2), 500, 4, seed=2)
         assert np.array_equal(a.final_x, b.final_x)
 
 
@@ -54,7 +54,7 @@ def test_unified_lambda_schedule_follows_k():
         g = A * x
         lk = 1 / (step + 1)
         x = sam_like_step(x, (1 - lk) * g + lk * unit(g))
-    trace = run(QUAD, make_method("unified", lam=lam), constant(T), constant(RHO), 3, 1, x0=X0.copy())
+    trace = iterate(QUAD, make_method("unified", lam=lam), constant(T), constant(RHO), 3, 1, x0=X0.copy())
     np.testing.assert_allclose(trace.final_x[0], x, rtol=1e-14)
 
 
@@ -69,7 +69,7 @@ def test_fsam_three_steps_and_its_ema():
             u, m = g - sigma * m, beta * m + (1 - beta) * g   # u uses the previous EMA
         x = sam_like_step(x, unit(u))
     rule = make_method("fsam", sigma=sigma, beta=beta)
-    trace = run(QUAD, rule, constant(T), constant(RHO), 3, 1, x0=X0.copy())
+    trace = iterate(QUAD, rule, constant(T), constant(RHO), 3, 1, x0=X0.copy())
     np.testing.assert_allclose(trace.final_x[0], x, rtol=1e-14)
 
 
@@ -94,10 +94,10 @@ def test_vasso_three_steps_and_its_average():
         g = A * x
         v = g if v is None else (1 - theta) * v + theta * g
         x = sam_like_step(x, unit(v))
-    trace = run(QUAD, make_method("vasso", theta=theta), constant(T), constant(RHO), 3, 1, x0=X0.copy())
+    trace = iterate(QUAD, make_method("vasso", theta=theta), constant(T), constant(RHO), 3, 1, x0=X0.copy())
     np.testing.assert_allclose(trace.final_x[0], x, rtol=1e-14)
-    sam = run(QUAD, make_method("sam"), constant(T), constant(RHO), 3, 1, x0=X0.copy())
-    vasso1 = run(QUAD, make_method("vasso", theta=1.0), constant(T), constant(RHO), 3, 1, x0=X0.copy())
+    sam = iterate(QUAD, make_method("sam"), constant(T), constant(RHO), 3, 1, x0=X0.copy())
+    vasso1 = iterate(QUAD, make_method("vasso", theta=1.0), constant(T), constant(RHO), 3, 1, x0=X0.copy())
     np.testing.assert_allclose(vasso1.final_x, sam.final_x, rtol=1e-15)   # theta = 1 is SAM
 
 
@@ -106,7 +106,7 @@ def test_rsam_step_with_its_random_point():
     delta = noise * Streams(seed, [0], 0).normal_like(X0)[0]
     v = lam_r * A * (X0[0] + delta) + delta
     expected = sam_like_step(X0[0], unit(v))
-    trace = run(QUAD, make_method("rsam", lam_r=lam_r, noise=noise), constant(T), constant(RHO), 1, 1,
+    trace = iterate(QUAD, make_method("rsam", lam_r=lam_r, noise=noise), constant(T), constant(RHO), 1, 1,
                 seed=seed, x0=X0.copy())
     np.testing.assert_allclose(trace.final_x[0], expected, rtol=1e-14)
 
@@ -131,11 +131,11 @@ def test_msam_averages_chunk_gradients_each_at_its_own_ascent_point():
             return p.sample_grad(y, c[None, :])
         grads.append(g_c(x + rho * unit(g_c(x)[0])))
     expected = x - T * np.mean(grads, axis=0)
-    trace = run(p, make_method("msam", m=m), constant(T), constant(rho), 1, 1, x0=x.copy())
+    trace = iterate(p, make_method("msam", m=m), constant(T), constant(rho), 1, 1, x0=x.copy())
     np.testing.assert_allclose(trace.final_x, expected, rtol=1e-14)
     # m = n is plain SAM on the full batch
-    full = run(p, make_method("msam", m=4), constant(T), constant(rho), 5, 1, x0=x.copy())
-    sam = run(p, make_method("sam"), constant(T), constant(rho), 5, 1, x0=x.copy())
+    full = iterate(p, make_method("msam", m=4), constant(T), constant(rho), 5, 1, x0=x.copy())
+    sam = iterate(p, make_method("sam"), constant(T), constant(rho), 5, 1, x0=x.copy())
     np.testing.assert_allclose(full.final_x, sam.final_x, rtol=1e-13)
 
 
@@ -147,22 +147,22 @@ def test_zero_gradient_start_is_handled(method):
     p._set_data(p.A, 0.0 * p.b)                 # b = 0: grad f(0) = 0 exactly, not up to round-off
     p.x_star = np.zeros(3)
     hyper = {"noise": 0.0} if method == "rsam" else {}
-    trace = run(p, make_method(method, **hyper), constant(0.1), constant(0.5), 5, 2,
+    trace = iterate(p, make_method(method, **hyper), constant(0.1), constant(0.5), 5, 2,
                 x0=np.tile(p.x_star, (2, 1)))
     assert np.all(np.isfinite(trace.final_x))
     assert np.array_equal(trace.final_x, np.zeros((2, 3)))
-    moved = run(p, make_method("rsam", noise=0.1), constant(0.1), constant(0.5), 5, 2,
+    moved = iterate(p, make_method("rsam", noise=0.1), constant(0.1), constant(0.5), 5, 2,
                 x0=np.tile(p.x_star, (2, 1)))
     assert np.all(np.isfinite(moved.final_x))
 
 
 @pytest.mark.parametrize("method,hyper,message", [
-    ("unified", {"lam": 1.5}, "--lam must lie in [0, 1]"),
-    ("vasso", {"theta": 0.0}, "--theta must lie in (0, 1]"),
-    ("fsam", {"beta": 1.0}, "--beta must lie in [0, 1)"),
-    ("msam", {"m": 0}, "--m must be a positive integer"),
-    ("msam", {"base": "vasso"}, "stateless base rule"),
-    ("sam", {"m": 2}, "--m does not apply to method 'sam'"),
+    ("unified", {"lam": 1.5}, "lam must lie in [0, 1]"),
+    ("vasso", {"theta": 0.0}, "theta must lie in (0, 1]"),
+    ("fsam", {"beta": 1.0}, "beta must lie in [0, 1)"),
+    ("msam", {"m": 0}, "m must be an integer in [1, inf]"),
+    ("msam", {"base": "vasso"}, "unknown base 'vasso'"),
+    ("sam", {"m": 2}, "m does not apply to method 'sam'"),
 ])
 def test_bad_hyper_parameters(method, hyper, message):
     with pytest.raises(InputError, match=re.escape(message)):

@@ -153,22 +153,24 @@ def test_divergence_is_counted_and_the_other_cells_finish(tmp_path, capsys):
 
 def test_a_failing_cell_is_reported_the_others_kept_and_a_rerun_retries_it(tmp_path, reference,
                                                                            monkeypatch, capsys):
-    real = sweep.toy_cell
+    """A batch that fails loses its cells (the usam batch: 4 cells); the others are kept and a rerun
+    computes only the lost ones."""
+    real = sweep.toy_batch
 
-    def flaky(cfg):
-        if cfg["method"] == "usam" and cfg["seed"] == 1 and cfg["stepsize"] == "constant":
+    def flaky(cells):
+        if any(name == "quadratic-usam-constant-rho0.05-seed1" for name, _ in cells):
             raise FloatingPointError("simulated failure")
-        return real(cfg)
-    monkeypatch.setattr(sweep, "toy_cell", flaky)
+        return real(cells)
+    monkeypatch.setattr(sweep, "toy_batch", flaky)
     out = tmp_path / "s"
     assert run_sweep(out, *SMALL) == 1
     captured = capsys.readouterr()
-    assert "quadratic-usam-constant-rho0.05-seed1: FAILED: FloatingPointError: simulated failure" in captured.out
-    assert "1 of 8 cells failed" in captured.err and "rerun the same command" in captured.err
+    assert "FAILED: FloatingPointError: simulated failure" in captured.out
+    assert "4 of 8 cells failed" in captured.err and "rerun the same command" in captured.err
     assert not (out / "combined.csv").exists()
-    monkeypatch.setattr(sweep, "toy_cell", real)
+    monkeypatch.setattr(sweep, "toy_batch", real)
     assert run_sweep(out, *SMALL) == 0
-    assert "7 already complete, 1 to run" in capsys.readouterr().out
+    assert "4 already complete, 4 to run" in capsys.readouterr().out
     assert (out / "combined.csv").read_bytes() == (reference / "combined.csv").read_bytes()
 
 

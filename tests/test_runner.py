@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from convergence.methods import make_method
-from convergence.runner import run
+from convergence.runner import iterate
 from convergence.schedules import constant, diminishing
 from convergence.verdicts import assess, tail_slope
 from problems import Quadratic, make_problem
@@ -20,7 +20,7 @@ CONVERGENT = [("quadratic", 2, 1.0), ("sinpl", 3, 1.0), ("robust_regression", 5,
 def test_diminishing_steps_drive_the_gradient_to_zero(method, name, dim, lr_times_L):
     problem = make_problem(name, dim)
     assert problem.theory_applies
-    trace = run(problem, make_method(method), diminishing(lr_times_L / problem.L, 0.6),
+    trace = iterate(problem, make_method(method), diminishing(lr_times_L / problem.L, 0.6),
                 diminishing(0.05, 0.6), iters=100_000, runs=4, seed=1)
     for r in range(trace.runs):
         its, g = trace.column("grad_norm", r)
@@ -34,7 +34,7 @@ def test_constant_step_sam_stays_away_from_the_minimizer():
     ||x_{k+1}|| >= t rho mu - ||x_k||, hence max(||x_k||, ||x_{k+1}||) >= t rho mu / 2 for all k."""
     problem = Quadratic(2, kappa=4.0)
     t, rho = 0.5, 0.1
-    trace = run(problem, make_method("sam"), constant(t), constant(rho), iters=20_000, runs=8,
+    trace = iterate(problem, make_method("sam"), constant(t), constant(rho), iters=20_000, runs=8,
                 seed=3, grid=np.arange(20_000))
     floor = t * rho * problem.mu / 2
     dist = trace.data["dist_to_opt"]
@@ -43,7 +43,7 @@ def test_constant_step_sam_stays_away_from_the_minimizer():
     assert np.all(trace.final["dist_to_opt"] >= 0.5 * floor)     # never reaches x*
     assert set(assess(trace)) == {"stalled"}
     # same problem, same constant step, GD converges: the floor is SAM's, not the step's
-    gd = run(problem, make_method("gd"), constant(t), constant(rho), iters=20_000, runs=8, seed=3)
+    gd = iterate(problem, make_method("gd"), constant(t), constant(rho), iters=20_000, runs=8, seed=3)
     assert np.all(gd.final["dist_to_opt"] < 1e-12)
 
 
@@ -51,12 +51,12 @@ def test_one_sam_step_matches_its_closed_form():
     """A = diag(1, 4), x0 = (1, 1): grad = (1, 4), y = x0 + rho (1, 4)/sqrt(17), x1 = x0 - t A y."""
     problem = Quadratic(2, eigs=[1.0, 4.0])
     t, rho = 0.1, 0.3
-    trace = run(problem, make_method("sam"), constant(t), constant(rho), iters=1, runs=1,
+    trace = iterate(problem, make_method("sam"), constant(t), constant(rho), iters=1, runs=1,
                 x0=np.array([[1.0, 1.0]]))
     y = (1 + rho / math.sqrt(17), 1 + 4 * rho / math.sqrt(17))
     expected = (1 - t * y[0], 1 - t * 4 * y[1])
     np.testing.assert_allclose(trace.final_x[0], expected, rtol=1e-15)
-    usam = run(problem, make_method("usam"), constant(t), constant(rho), iters=1, runs=1,
+    usam = iterate(problem, make_method("usam"), constant(t), constant(rho), iters=1, runs=1,
                x0=np.array([[1.0, 1.0]]))
     np.testing.assert_allclose(usam.final_x[0], (1 - t * (1 + rho), 1 - t * 4 * (1 + 4 * rho)), rtol=1e-15)
 
@@ -67,7 +67,7 @@ def test_one_sam_step_matches_its_closed_form():
 def test_inexactness_within_its_bound_at_every_recorded_iterate(method, name, dim):
     """||g_k - grad f(x_k)|| <= L rho_k ||d_k||: L rho_k (normalized), L rho_k ||grad f|| (USAM)."""
     problem = make_problem(name, dim)
-    trace = run(problem, make_method(method), diminishing(1 / problem.L, 0.6), constant(0.2),
+    trace = iterate(problem, make_method(method), diminishing(1 / problem.L, 0.6), constant(0.2),
                 iters=3000, runs=5, seed=0)
     err, bound = trace.data["err"], trace.data["err_bound"]
     recorded = ~np.isnan(err)
@@ -83,7 +83,7 @@ def test_inexactness_within_its_bound_at_every_recorded_iterate(method, name, di
 def test_a_stationary_start_stays_put(method):
     """||grad f|| = 0: SAM's direction is defined as 0, so x_{k+1} = x_k exactly (no NaN)."""
     problem = make_problem("sinpl", 2)
-    trace = run(problem, make_method(method), constant(0.1), constant(0.5), iters=10, runs=1,
+    trace = iterate(problem, make_method(method), constant(0.1), constant(0.5), iters=10, runs=1,
                 x0=np.zeros((1, 2)))
     assert np.array_equal(trace.final_x, np.zeros((1, 2)))
     assert trace.final["grad_norm"][0] == 0.0
@@ -93,7 +93,7 @@ def test_a_stationary_start_stays_put(method):
 def test_a_diverging_run_is_retired_and_its_siblings_finish():
     problem = make_problem("styblinski_tang", 1)
     x0 = np.array([[1.0], [1e3], [-1.0]])
-    trace = run(problem, make_method("sam"), diminishing(0.01, 0.6), diminishing(0.05, 0.6),
+    trace = iterate(problem, make_method("sam"), diminishing(0.01, 0.6), diminishing(0.05, 0.6),
                 iters=20_000, runs=3, x0=x0)
     assess(trace)
     assert trace.status[1] == "diverged" and trace.final_iter[1] <= 3
@@ -103,6 +103,6 @@ def test_a_diverging_run_is_retired_and_its_siblings_finish():
 
 def test_runs_do_not_depend_on_the_batch_they_share():
     problem = make_problem("quadratic", 3)
-    small = run(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=2, seed=9)
-    large = run(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=7, seed=9)
+    small = iterate(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=2, seed=9)
+    large = iterate(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=7, seed=9)
     assert np.array_equal(small.final_x, large.final_x[:2])

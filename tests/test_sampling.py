@@ -6,10 +6,10 @@ import pytest
 
 from convergence.methods import make_method
 from convergence.random import Streams
-from convergence.runner import run
+from convergence.runner import iterate
 from convergence.sampling import make_sampler
 from convergence.schedules import constant
-from convergence.theorems import unified_pl_steps
+from convergence.theory import unified_pl_steps
 from convergence.verdicts import tail_slope
 from problems import LeastSquares, Logistic, Ridge, RobustRegression
 
@@ -95,21 +95,32 @@ def test_tau_nice_constants_at_the_extremes():
 
 
 def test_theory_steps_deterministic_usam_converges_linearly_and_sam_stalls():
-    """Oikonomou & Loizou, PL least squares (n = d = 100, cond 10), deterministic: USAM (lam = 0)
-    at (gamma*, rho*) converges linearly to f*; SAM (lam = 1) stalls in a neighbourhood that
-    shrinks with rho."""
+    """Oikonomou & Loizou, PL least squares (n = d = 100, cond 10), deterministic, at the authors'
+    gamma* = 1/(8L): USAM (lam = 0) converges linearly to f*; SAM (lam = 1) ends in the 2-cycle
+    e -> -e along the top eigenvector of H = A^T A/n, e_1+ = (1 - tL) e_1 - t rho L sign(e_1), of
+    amplitude a = t rho L/(2 - tL), so f - f* = L a^2/2: a neighbourhood of size exactly ~ rho^2.
+
+    Rejected: USAM in place of SAM (converges to f*), anti-SAM (fixed point at distance rho:
+    level L rho^2/2, 15^2 times higher), SAM at twice the radius (4 times higher)."""
+    from experiments.mutants import AntiSAM, ScaledRadius
     p = LeastSquares(100)
     gamma, rho = unified_pl_steps(p.L, p.mu, 0.0, 1.0, 0.0)
-    usam = run(p, make_method("usam"), constant(gamma), constant(rho), 3000, 2, seed=0)
+    usam = iterate(p, make_method("usam"), constant(gamma), constant(rho), 3000, 2, seed=0)
     its, gap = usam.column("f_gap", 0)
     ok = gap > 1e-25
     slope = np.polyfit(its[ok], np.log(gap[ok]), 1)[0]
     assert gap[-1] <= 1e-20 * gap[0] and slope < -0.005          # log-linear: a linear rate
-    levels = []
-    for r in (0.2, 0.05, 0.0125):
-        sam = run(p, make_method("sam"), constant(gamma), constant(r), 3000, 2, seed=0)
-        its, g = sam.column("f_gap", 0)
-        assert abs(tail_slope(its, g)) < 0.05                      # a plateau, not convergence
-        levels.append(np.median(g[its > 1500]))
-    assert levels[0] > levels[1] > levels[2] > 0
-    assert levels[0] / levels[2] > 16 * 0.5                        # shrinks at least like rho^1.5
+
+    def plateau(rule, r):
+        trace = iterate(p, rule, constant(gamma), constant(r), 6000, 2, seed=0)
+        its, g = trace.column("f_gap", 0)
+        return np.median(g[its > 3000])
+
+    rhos = np.array([0.2, 0.05, 0.0125])
+    predicted = 0.5 * p.L * (gamma * rhos * p.L / (2 - gamma * p.L)) ** 2
+    levels = np.array([plateau(make_method("sam"), r) for r in rhos])
+    np.testing.assert_allclose(levels, predicted, rtol=1e-6)
+    assert np.polyfit(np.log(rhos), np.log(levels), 1)[0] == pytest.approx(2.0, abs=1e-6)
+    for wrong in (make_method("usam"), AntiSAM(), ScaledRadius(make_method("sam"), 2.0)):
+        level = plateau(wrong, rhos[1])
+        assert not np.isclose(level, predicted[1], rtol=0.1), wrong.name

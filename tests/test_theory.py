@@ -1,13 +1,14 @@
 """Theory layer: the schedule checker against known answers, rate fits, theorems against runs."""
-import argparse
-
 import numpy as np
 import pytest
 import sympy as sp
 
-from convergence import series
-from convergence.schedules import k, parse_expression
+from convergence.runner import run
+from convergence.schedules import Schedule, k, parse_expression
+from convergence.spec import toy_run
 from convergence.theory import THEOREMS, Context, check
+from convergence.theory import asymptotics as series
+from convergence.theory.report import observe
 from convergence.verdicts import fit_rate
 from experiments import check_schedule, run_toy
 
@@ -72,29 +73,31 @@ def test_rate_fit_recovers_a_linear_rate():
     assert fit["slope"] == pytest.approx(np.log(0.97), rel=1e-10)
 
 
+def _schedule(text):
+    return Schedule(parse_expression(text), text)
+
+
 def test_hypotheses_of_sam_theorem_on_schedules():
-    good = Context(parse_expression("0.1/(k+1)**0.6"), parse_expression("0.05/(k+1)**0.5"), L=8)
+    good = Context(_schedule("0.1/(k+1)**0.6"), _schedule("0.05/(k+1)**0.5"), L=8)
     assert all(check(h, good) for h in ("sum_t_inf", "sum_t2_fin", "sum_trho_fin", "t_to_0",
                                         "t_at_most_1_over_L"))
-    constant_rho = Context(parse_expression("0.1/(k+1)**0.6"), parse_expression("0.05"), L=8)
+    constant_rho = Context(_schedule("0.1/(k+1)**0.6"), _schedule("0.05"), L=8)
     assert not check("sum_trho_fin", constant_rho)
-    big_step = Context(parse_expression("0.3"), parse_expression("0.05"), L=8)
+    big_step = Context(_schedule("0.3"), _schedule("0.05"), L=8)
     assert not check("t_at_most_1_over_L", big_step) and not check("t_below_2_over_L", big_step)
 
 
-def _flags(**kw):
-    base = dict(method="sam", stepsize="diminishing", problem="quadratic", dim=None, rho="0.05",
-                rho_schedule=None, lr=None, decay=None, rho_decay=None, iters=3000, runs=3, seed=0,
-                dtype="float64", out=None, require_theory=False, no_progress=True, lam=None, sigma=None,
-                beta=None, theta=None, lam_r=None, noise=None, m=None, base=None, sampling="full", batch=None)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def _spec(**kw):
+    """A small run spec (3 runs of 3000 iterations by default), as toy_run describes runs."""
+    options = dict(iters=3000, runs=3)
+    options.update(kw)
+    return toy_run(**options)
 
 
 # one run per theorem under which its hypotheses hold; the observed verdict must agree with it
 EXERCISES = {
     "khanh2024-sam-nonconvex": dict(problem="sinpl", dim=2, iters=20000),
-    "khanh2024-sam-convex": dict(iters=20000),
+    "khanh2024-sam-convex": dict(iters=60000),
     "khanh2024-usam": dict(method="usam", stepsize="constant", lr="0.5"),
     "khanh2024-constant-sam-fails": dict(stepsize="constant", lr="0.5", iters=5000),
     "derived-constant-unit-direction-fails": dict(method="vasso", stepsize="constant", lr="0.5", iters=5000),
@@ -102,9 +105,9 @@ EXERCISES = {
                                            lr="theory", rho="theory"),
     "oikonomou2025-pl-constant": dict(problem="least_squares", dim=20, stepsize="constant", lr="theory",
                                       rho="theory"),
-    "oikonomou2025-pl-decreasing": dict(method="unified", lam="0.5", problem="least_squares", dim=20,
-                                        sampling="tau-nice", batch=10, stepsize="pl-decreasing",
-                                        lr="theory", rho="theory", iters=80000),
+    "oikonomou2025-pl-decreasing": dict(method="unified", method_options={"lam": 0.5}, problem="least_squares", dim=20,
+                                        sampling="tau-nice", batch=18, stepsize="pl-decreasing",
+                                        lr="theory", rho="theory", iters=60000),
     "derived-min-grad-bound": dict(problem="robust_regression", dim=5, iters=5000),
     "derived-pl-bound": dict(method="usam", problem="sinpl", dim=3, lr="0.1", iters=5000),
 }
@@ -116,8 +119,7 @@ def test_every_theorem_is_exercised():
 
 @pytest.mark.parametrize("key", sorted(EXERCISES))
 def test_theorem_agrees_with_a_run_that_satisfies_it(key, tmp_path):
-    cfg = run_toy.configure(_flags(out=str(tmp_path), **EXERCISES[key]))
-    _, trace = run_toy.execute(cfg)
+    trace = run(_spec(**EXERCISES[key]))
     row = next(r for r in trace.theory if r["theorem"] == key)
     assert row["holds"], row["failures"]
     assert row["runs_agree"] == row["runs"] == 3, row["observed"]
@@ -127,7 +129,7 @@ def test_require_theory_refuses_a_schedule_whose_hypotheses_fail(tmp_path, capsy
     flags = ["--stepsize", "constant", "--require-theory", "--out", str(tmp_path / "x")]
     assert run_toy.main(flags) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "sum t_k^2 < oo fails" in err[0]
+    assert len(err) == 1 and "needs Σ t_k² < ∞" in err[0]
     assert not (tmp_path / "x").exists()
 
 
@@ -170,8 +172,8 @@ def test_hypotheses_are_scanned_over_the_run_length():
     """A bump in rho at k = 50000 breaks L sup rho < 1 for a run of 10^5 steps."""
     rho = parse_expression("0.05 + 1.2*exp(-(k-50000)**2/1000000)")
     t = parse_expression("0.1")
-    assert check("rho_below_1_over_L", Context(t, rho, L=1)).holds            # k < 10^4 only: missed
-    assert not check("rho_below_1_over_L", Context(t, rho, L=1, horizon=100_000)).holds
+    assert check("rho_below_1_over_L", Context(Schedule(t), Schedule(rho), L=1)).holds      # k < 10^4: missed
+    assert not check("rho_below_1_over_L", Context(Schedule(t), Schedule(rho), L=1, horizon=100_000)).holds
 
 
 def _trace_of(gap, status):
@@ -191,52 +193,52 @@ def _trace_of(gap, status):
 
 
 def test_opposite_predictions_cannot_both_agree_and_a_power_law_is_not_linear():
-    from convergence.verdicts import observe
     slow = _trace_of(lambda k: 1 / k, "max_iter")
-    assert observe("grad_to_zero", slow, 0)[0] and not observe("no_convergence", slow, 0)[0]
-    assert not observe("linear", slow, 0)[0]                                   # 1/k: a power of k
-    assert observe("linear", _trace_of(lambda k: 0.9999 ** k + 1e-300, "max_iter"), 0)[0]
+    assert observe("grad_to_zero", slow, 0)[0] == "consistent"                # still decreasing: not proof
+    assert observe("no_convergence", slow, 0)[0] == "mismatch"
+    assert observe("linear", slow, 0)[0] == "mismatch"                        # 1/k: a power of k
+    assert observe("linear", _trace_of(lambda k: 0.9999 ** k + 1e-300, "max_iter"), 0)[0] == "agrees"
     plateau = _trace_of(lambda k: 1e-2 + 0 * k, "stalled")
-    assert observe("no_convergence", plateau, 0)[0] and not observe("grad_to_zero", plateau, 0)[0]
+    assert observe("no_convergence", plateau, 0)[0] == "agrees"
+    assert observe("grad_to_zero", plateau, 0)[0] == "mismatch"
+
+
+def test_neighbourhood_needs_a_plateau_above_f_star():
+    """Linear convergence to a neighbourhood of f* (Unified SAM, lambda > 0) is a plateau above f*:
+    a run that reaches f* itself (what USAM does) or still falls is no evidence for it."""
+    assert observe("neighbourhood", _trace_of(lambda k: 1e-4 + 0.5 ** k, "stalled"), 0)[0] == "agrees"
+    assert observe("neighbourhood", _trace_of(lambda k: 0.5 ** k + 1e-300, "converged"), 0)[0] == "mismatch"
+    assert observe("neighbourhood", _trace_of(lambda k: 1 / k, "max_iter"), 0)[0] == "mismatch"
 
 
 def test_pl_bound_allows_the_round_off_of_f_minus_f_star():
     """USAM at a constant step on a PL problem: the bound underflows to 0 while f - f* stops at
     round-off; that is no counterexample."""
-    from convergence.verdicts import observe
     trace = _trace_of(lambda k: np.maximum(0.5 ** k, 1e-16), "converged")
     its, _ = trace.column("f_gap", 0)
     bound = 0.5 ** its.astype(float) * 1.0001
-    agree, note = observe("bound_pl", trace, 0, bound)
-    assert agree, note
-    assert not observe("bound_pl", trace, 0, bound * 1e-3)[0]                  # a real violation is caught
+    verdict, note = observe("bound_pl", trace, 0, bound)
+    assert verdict == "agrees", note
+    assert observe("bound_pl", trace, 0, bound * 1e-3)[0] == "mismatch"         # a real violation is caught
 
 
 def test_derived_bounds_need_the_first_iterate_on_the_grid():
     """The bounds start from f(x_0) - f*: a grid without k = 0 leaves them unchecked, not wrong."""
-    from convergence.methods import make_method
-    from convergence.runner import run
-    from convergence.schedules import constant
-    from convergence.verdicts import assess, theory_report
-    from problems import make_problem
-    problem, rule = make_problem("quadratic"), make_method("sam")
-    t, rho = constant(0.5), constant(0.05)
+    from dataclasses import replace
+    base = _spec(stepsize="constant", lr=0.5, iters=200, runs=2)
     rows = {}
-    for grid in ([0, 10, 100], [10, 100]):
-        trace = run(problem, rule, t, rho, 200, runs=2, grid=np.array(grid))
-        assess(trace)
-        rows[grid[0]] = {row["theorem"]: row for row in theory_report(problem, rule, None, t, rho, None, trace)}
+    for grid in ((0, 10, 100), (10, 100)):
+        trace = run(replace(base, grid=grid))
+        rows[grid[0]] = {row["theorem"]: row for row in trace.theory}
     assert rows[0]["derived-min-grad-bound"]["runs_agree"] == 2
     assert rows[10]["derived-min-grad-bound"]["holds"] and "runs_agree" not in rows[10]["derived-min-grad-bound"]
 
 
-def test_rate_1_over_k_is_not_judged_before_the_steps_decrease(tmp_path):
+def test_rate_1_over_k_is_not_judged_before_the_steps_decrease():
     """Importance sampling on ridge: gamma* is so small that (2k+1)/((k+1)^2 mu) < gamma* only after
     ~10^6 steps; a 2000-step run shows the constant-step phase, which is no evidence either way."""
-    cfg = run_toy.configure(_flags(out=str(tmp_path), method="unified", lam="0.5", problem="ridge",
-                                   sampling="importance", stepsize="pl-decreasing", lr="theory",
-                                   rho="theory", iters=2000))
-    _, trace = run_toy.execute(cfg)
+    trace = run(_spec(method="unified", method_options={"lam": 0.5}, problem="ridge", sampling="importance",
+                      stepsize="pl-decreasing", lr="theory", rho="theory", iters=2000))
     row = next(r for r in trace.theory if r["theorem"] == "oikonomou2025-pl-decreasing")
     assert row["holds"] and "runs_agree" not in row and not row.get("mismatch")
     assert row["unreached"].startswith("not reached: the steps decrease from beyond the run's K = 2000")

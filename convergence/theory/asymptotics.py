@@ -106,8 +106,11 @@ def _limit(expr):
 def _scaled(expr) -> tuple[sp.Expr, sp.Expr]:
     """(c, a) with expr = c a and c a positive number: a has expr's asymptotic order, so the sympy
     work is shared by schedules that differ only in their constant (t_0, rho_0 of a sweep)."""
-    c, a = sp.sympify(expr).as_independent(k, as_Mul=True)
-    return (c, a) if c.is_positive and c.is_number else (sp.Integer(1), sp.sympify(expr))
+    expr = sp.sympify(expr)
+    if not expr.is_Mul:
+        return sp.Integer(1), expr
+    c, a = expr.as_independent(k, as_Mul=True)
+    return (c, a) if c.is_positive and c.is_number else (sp.Integer(1), expr)
 
 
 def order(expr: sp.Expr, side: int = 0) -> tuple[sp.Expr, sp.Expr, str]:
