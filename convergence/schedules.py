@@ -25,8 +25,18 @@ class Schedule:
     def __init__(self, expr, label: str | None = None):
         self.expr = sp.sympify(expr)
         self.label = label or str(self.expr)
-        self._f = sp.lambdify(k, self.expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
         self._values = np.empty(0)
+        self._compile()
+
+    def _compile(self):
+        self._f = sp.lambdify(k, self.expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+
+    def __getstate__(self):           # pickled to sweep workers: the compiled copy is rebuilt there
+        return {key: v for key, v in vars(self).items() if key != "_f"}
+
+    def __setstate__(self, state):
+        vars(self).update(state)
+        self._compile()
 
     def __call__(self, step: int) -> float:
         return float(self._values[step] if step < len(self._values) else self._f(step))

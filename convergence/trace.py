@@ -8,7 +8,7 @@ repeats the run's final verdict on each of its rows so that a filter on it selec
 from __future__ import annotations
 
 import csv
-import io
+import functools
 import json
 import math
 import os
@@ -93,43 +93,44 @@ class Trace:
         its = np.append(self.grid[seen], self.final_iter[run])
         return its, np.append(self.data[name][seen, run], self.final[name][run])
 
-    def rows(self):
+    def columns(self) -> dict[str, np.ndarray]:
+        """The trace as columns in CSV row order: each run's recorded iterates, then its last one."""
         seen = ~np.isnan(self.data["grad_norm"])
-        for r in range(self.runs):
-            status = self.status[r] if self.status else ""
-            head = [r, self.method, self.problem]
-            for g in np.flatnonzero(seen[:, r]):
-                yield head + [int(self.grid[g])] + [self.data[n][g, r] for n in NUMERIC] + [status]
-            yield head + [int(self.final_iter[r])] + [self.final[n][r] for n in NUMERIC] + [status]
+        picks = [np.flatnonzero(seen[:, r]) for r in range(self.runs)]
+        counts = np.array([len(g) + 1 for g in picks], dtype=np.int64)
+        out = {"run": np.repeat(np.arange(self.runs), counts),
+               "iter": np.concatenate([np.append(self.grid[g], self.final_iter[r]) for r, g in enumerate(picks)]
+                                      ).astype(np.int64)}
+        for name in NUMERIC:
+            out[name] = np.concatenate([np.append(self.data[name][g, r], self.final[name][r])
+                                        for r, g in enumerate(picks)])
+        out["method"] = np.full(len(out["run"]), self.method, dtype=object)
+        out["problem"] = np.full(len(out["run"]), self.problem, dtype=object)
+        out["status"] = np.repeat(np.array(self.status or [""] * self.runs, dtype=object), counts)
+        return out
 
 
 def table(traces) -> dict[str, np.ndarray]:
     """The columns of one or several traces, as read_csv returns them (for plotting in memory)."""
-    rows = [row for trace in traces for row in trace.rows()]
-    cols = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
-    out = {name: np.array(cols[name], dtype=float) for name in NUMERIC}
-    for name in ("run", "iter"):
-        out[name] = np.array(cols[name], dtype=np.int64)
-    for name in ("method", "problem", "status"):
-        out[name] = np.array(cols[name], dtype=object)
-    return out
+    parts = [trace.columns() for trace in traces]
+    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        return "" if np.isnan(v) else repr(float(v))
-    return str(v)
+def _cells(values: np.ndarray) -> list[str]:
+    """A column as CSV cells: floats by repr (exact), NaN as empty, text quoted as csv.writer does."""
+    if values.dtype.kind == "f":
+        return ["" if v != v else repr(v) for v in values.tolist()]
+    if values.dtype.kind in "iu":
+        return [str(v) for v in values.tolist()]
+    return [f'"{v.replace(chr(34), chr(34) * 2)}"' if any(c in v for c in ',"\r\n') else v
+            for v in map(str, values.tolist())]
 
 
 def csv_text(traces) -> str:
     """One or several traces as one tidy CSV text."""
-    buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\n")
-    out.writerow(COLUMNS)
-    for trace in traces:
-        for row in trace.rows():
-            out.writerow([_fmt(v) for v in row])
-    return buf.getvalue()
+    cols = table(traces)
+    cells = [_cells(cols[name]) for name in COLUMNS]
+    return ",".join(COLUMNS) + "\n" + "".join(",".join(row) + "\n" for row in zip(*cells))
 
 
 def write_csv(path, traces) -> None:
@@ -211,8 +212,9 @@ def _json_default(v):
     raise TypeError(f"not JSON serializable: {type(v).__name__}")
 
 
+@functools.lru_cache(maxsize=1)
 def provenance() -> dict:
-    """Package versions and the git commit of the code that produced a result."""
+    """Package versions and the git commit of the code that produced a result (read once a process)."""
     import matplotlib
     import scipy
     import sympy

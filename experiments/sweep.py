@@ -309,15 +309,14 @@ def toy_tasks(cells: list[Cell], specs: dict, jobs: int, batch: bool = True) -> 
     return tasks
 
 
-def toy_batch(cells: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
-    """Run toy cells (name, toy_run arguments) as one batch (in a worker): each cell's trace.csv text
-    and summary, as run_toy would write them."""
+def toy_batch(cells: list[tuple[str, object]]) -> list[tuple[str, dict]]:
+    """Run toy cells (name, run spec) as one batch (in a worker): each cell's trace.csv text and
+    summary, as run_toy would write them."""
     from convergence.runner import run_batch
-    from convergence.spec import toy_run
     from convergence.trace import json_text
     from experiments.results import summary, trace_text
     start = time.perf_counter()
-    specs = [toy_run(**options) for _, options in cells]
+    specs = [spec for _, spec in cells]
     traces = run_batch(specs)
     seconds = (time.perf_counter() - start) / len(cells)
     return [(name, {"trace": trace_text(trace), "summary": json.loads(json_text(summary(spec, trace, seconds)))})
@@ -505,7 +504,7 @@ def main(argv=None) -> int:
         if args.kind == "toy":
             specs = {cell.name: _cell(cell, toy_spec, cell) for cell in cells}
             warnings = {name: why for name, spec in specs.items() if (why := theory.applicability(spec))}
-            tasks = [backends.Task(_task_key(group), toy_batch, ([(c.name, toy_options(c)) for c in group],))
+            tasks = [backends.Task(_task_key(group), toy_batch, ([(c.name, specs[c.name]) for c in group],))
                      for group in toy_tasks(todo, specs, args.jobs or 1, not args.no_batch)]
         else:
             gpus = backends.gpu_count() if args.backend == "local" else 0

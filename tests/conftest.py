@@ -15,3 +15,14 @@ def small_problems():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of the deep-net files `torch` and those of test_ray.py `ray`, so that
+    `pytest -m "not torch"` and the like select by what a test needs."""
+    for item in items:
+        name = item.path.name
+        if name.startswith("test_deepnet"):
+            item.add_marker(pytest.mark.torch)
+        elif name == "test_ray.py":
+            item.add_marker(pytest.mark.ray)
