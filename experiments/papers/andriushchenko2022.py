@@ -182,11 +182,14 @@ def run(out: Path, quick: bool) -> list[Claim]:
 
     nb = {label: sweeps("notebook", method) for label, method in (("n-SAM", n_sam()), ("1-SAM", m_sam(1)))}
     problem = instances["notebook"]
-    save(figures.rho_sweep(RHOS, [(label, r["test"], r["l1"]) for label, r in nb.items()],
+    done = {label: np.where(r["train"] < CONVERGED, 1.0, np.nan) for label, r in nb.items()}   # converged runs only
+    save(figures.rho_sweep(RHOS, [(label, r["test"] * done[label], r["l1"] * done[label]) for label, r in nb.items()],
                            [("GD", gd_test["notebook"], gd_l1["notebook"]),
                             (r"$\|\beta^\star\|_1$ (sparse target)", None, float(np.sum(np.abs(problem.beta_star))))],
                            rf"Diagonal linear net (notebook instance), $\alpha$=0.1, $\gamma$=10/d, "
-                           rf"{sweeps.iters} steps"), out / "diag_net_rho")
+                           rf"{sweeps.iters} steps (runs with training loss < {CONVERGED:g})"), out / "diag_net_rho")
+    if len(per) > 1:
+        per = {"median over instances": np.median(np.array(list(per.values())), axis=0), **per}
     save(figures.m_sharpness(list(MS), per, float(np.median(list(gd_test.values()))),
                              f"m-SAM on the diagonal net, {sweeps.iters} steps"), out / "m_sharpness")
     return claims
