@@ -94,14 +94,15 @@ def rho_sweep(rhos, rows, baselines, title: str):
 
 
 def m_sharpness(ms, best, reference: float, title: str):
-    """Test loss at the best rho against m (one curve per instance in ``best``: label -> values),
-    with the reference (GD) as a line."""
+    """Test loss at the best rho against m (one curve per entry of ``best``: label -> values, the first
+    drawn thick in black), with the reference (GD) as a line."""
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    ax.axhline(reference, color=PALETTE[7], lw=1.2, ls="--", label="GD")
+    ax.axhline(reference, color="0.5", lw=1.2, ls="--", label="GD")
     for j, (label, values) in enumerate(best.items()):
-        ax.plot(ms, values, "o-", color=PALETTE[j % 7], lw=1.6 if j == 0 else 0.8, ms=4, label=label)
+        ax.plot(ms, values, "o-", color=PALETTE[7] if j == 0 else PALETTE[(j - 1) % 7], lw=2.0 if j == 0 else 0.8,
+                ms=4, label=label, zorder=3 if j == 0 else 2)
     _finish(ax, xscale="log", yscale="log", xlabel="m (examples per ascent direction)",
             ylabel=r"test loss at the best $\rho$", title=title)
     ax.set_xticks(ms, [str(m) for m in ms])
-    ax.legend(frameon=False, fontsize=7)
+    ax.legend(frameon=False, fontsize=6, ncol=2 if len(best) > 4 else 1)
     return fig

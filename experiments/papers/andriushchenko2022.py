@@ -12,7 +12,7 @@ USAM at 2 rho: n-SAM on a rho grid twice as fine).
 Claims (each with the wrong implementations it must reject):
 1. 1-SAM at its best rho (training loss still converging, < 1e-5) has test loss < 0.1 x GD's;
 2. n-SAM's best test loss is >= 0.9 x GD's;
-3. 1-SAM's solution has a smaller l1 norm than GD's (< 0.95 x);
+3. 1-SAM's solution has a smaller l1 norm than GD's (< 0.99 x; GD and n-SAM give >= 1);
 4. m-sharpness: the test loss at the best rho grows with m in {1, 2, 4, 5, 10, 20 = n} (Spearman
    rank correlation >= 0.8, and 1-SAM < 0.1 x n-SAM, n-SAM >= 0.9 x GD).
 Quick mode: the notebook's instance, 4000 steps; full mode: 10^4 steps (the notebook's) and 8 fresh
@@ -146,14 +146,14 @@ def run(out: Path, quick: bool) -> list[Claim]:
 
     def smaller_l1(method):
         ratios = np.array([sweeps.best(name, method)["l1"] / gd_l1[name] for name in instances])
-        return Outcome(bool(np.all(ratios < 0.95)), {"l1_ratio_per_instance": ratios.tolist(),
+        return Outcome(bool(np.all(ratios < 0.99)), {"l1_ratio_per_instance": ratios.tolist(),
                                                       "l1_1sam_notebook": sweeps.best("notebook", method)["l1"],
                                                       "l1_gd_notebook": gd_l1["notebook"]})
 
     claim, _ = check(
         "1sam-smaller-l1",
         "SAM's implicit bias: the 1-SAM solution (at its best rho) has a smaller l1 norm than GD's, closer "
-        "to the sparse target's (Sec. 4): l1(1-SAM) < 0.95 l1(GD) on every instance",
+        "to the sparse target's (Sec. 4): l1(1-SAM) < 0.99 l1(GD) on every instance (GD and n-SAM: >= 1)",
         smaller_l1, m_sam(1), {"GD in place of 1-SAM": gd(), "n-SAM in place of 1-SAM": n_sam()},
         "diag_net_rho.png")
     claim.measured["l1_target"] = float(np.sum(np.abs(instances["notebook"].beta_star)))
