@@ -1,126 +1,126 @@
-"""SDE models of SGD, USAM, SAM and DNSAM (Compagnoni et al., ICML 2023) and their Euler-Maruyama
-simulation, batched over paths: every state is an array shaped (paths, dim).
+"""SDE models of the SAM family (Compagnoni et al., ICML 2023, arXiv 2301.08203) and their
+Euler-Maruyama simulation, batched over paths: every state is an array shaped (paths, dim).
 
-The discrete methods, on f = (1/B) sum_g f_g with a batch g drawn uniformly each step, are
+The discrete method of a rule of convergence.methods on f = (1/B) sum_g f_g, batch g drawn uniformly
+each step, is
 
-    x_{k+1} = x_k - eta grad f_g(x_k + rho v_g(x_k)),   v_g = 0 (SGD), grad f_g (USAM),
-              grad f_g / ||grad f_g|| (SAM), grad f_g / ||grad f|| (DNSAM: stochastic gradient,
-              deterministic normalization).
+    x_{k+1} = x_k - eta g_k,   g_k = grad f_g(x_k + rho d_k)
 
-They are not implemented here: ``discrete`` runs the rules gd, usam, sam and dnsam of
-convergence.methods with the engine convergence.runner.run, through an adapter (``ObjectiveProblem``,
-``BatchSampler``: the oracle of step k is batch g = ``draw_batches(seed, path, k, B)``).
+with d_k the rule's ascent direction from batch g's gradient (SGD: d = 0, USAM: grad f_g, SAM:
+grad f_g / ||grad f_g||, DNSAM: grad f_g / ||grad f||). ``discrete`` runs it with the engine
+(convergence.runner.run) through an adapter (``ObjectiveProblem``, ``BatchSampler``: the oracle of
+step k is batch g = ``draw_batches(seed, path, k, B)``).
 
-Expanding grad f_g(x + rho v_g) = s_g(x) + O(rho^2) with s_g = grad f_g + rho H_g v_g, the SDE model
-of each method is the weak order-1 (in eta) stochastic modified equation of Li, Tai & E (2017)
+The SDE model (``SDE``) replaces grad f_g(x + rho d) by its first-order expansion in rho,
+
+    s_g(x) = grad f_g(x) + rho H_g(x) d_g(x),
+
+obtained by running the rule's own ``gradient`` on an oracle whose batch gradients are linearized at
+x (``LinearizedOracle``): no formula of a method is written here. The model is the weak order-1
+stochastic modified equation of Li, Tai & E (2017) for that step,
 
     dX = -E_g[s_g(X)] dt + sqrt(eta) Cov_g[s_g(X)]^{1/2} dW.
 
-Its drift is the gradient of Compagnoni et al.'s implicitly regularized losses (Sec. 3; their SDE
-theorems for USAM, DNSAM and SAM, mini-batch versions):
+For USAM, SAM and DNSAM this is the mini-batch SDE of Compagnoni et al. (their Sec. 3; theorem
+numbers could not be read offline): the drift is -grad of the implicitly regularized losses
 
     USAM : f + (rho/2) E||grad f_g||^2        (E[H_g grad f_g] = (1/2) grad E||grad f_g||^2)
     SAM  : f + rho E||grad f_g||              (H_g grad f_g/||grad f_g|| = grad ||grad f_g||)
-    DNSAM: f + rho ||grad f||                 (when H_g = H; in general the drift is
-                                               grad f + rho E[H_g grad f_g] / ||grad f||)
+    DNSAM: f + rho ||grad f||                 (when H_g = H)
 
-and its diffusion is the covariance of the expanded step; where H_g = H (a quadratic with noisy
-minimizers) that is (I + rho H) Sigma (I + rho H) for USAM and
-(I + rho H/||grad f||) Sigma (I + rho H/||grad f||) for DNSAM, Sigma the SGD gradient covariance, as
-in the paper. The expectations are exact sums over the B batches of the objective, and the
-diffusion factor is taken as the (dim, B) matrix of centred steps / sqrt(B) (its product with its
-transpose is the covariance), so no matrix square root is ever formed.
+and, where H_g = H, the diffusion is (I + rho H) Sigma (I + rho H) for USAM and
+(I + rho H/||grad f||) Sigma (I + rho H/||grad f||) for DNSAM, Sigma the SGD gradient covariance.
+The step from the expansion is derived here (first-order Taylor expansion; with the paper's scaling
+rho = O(sqrt(eta)) the remainder O(eta rho^2) = O(eta^2) per step); tests/test_sde.py checks the
+closed forms above. Expectations are exact sums over the B batches, and the diffusion factor is the
+(dim, B) matrix of centred steps / sqrt(B) (its product with its transpose is the covariance), so no
+matrix square root is formed.
 
-The theorem numbers of the paper could not be read offline; the formulas above are derived (first-
-order Taylor expansion in rho, the paper's scaling rho = O(sqrt(eta)) makes the remainder
-O(eta rho^2) = O(eta^2) per step) and checked numerically (tests/test_sde.py): the closed forms
-above, and a weak error linear in eta.
-
-Objective contract (``BatchObjective``): ``dim``, ``n_batches`` and, for X (P, dim),
-``grads(X)`` -> (P, B, dim) gradients of every batch function, ``hvps(X, V)`` -> (P, B, dim) the
-products H_g(X) V[:, g], ``grad_at(Y, g)`` -> (P, dim) the gradient of batch g[p] at Y[p], and
-``loss(X)`` -> (P,) the full loss f.
+Batch objectives follow the contract of convergence/objectives.py.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import expm, solve_continuous_lyapunov, solve_discrete_lyapunov
 
-from convergence.errors import InputError, unknown
-from convergence.methods import Rule, make_method
-from convergence.random import normal, uniform
+from convergence.errors import InputError
+from convergence.methods import Rule
+from convergence.random import Streams, normal, uniform
 from convergence.runner import iterate as engine
 from convergence.sampling import FullBatch
 
-METHODS = ("sgd", "usam", "sam", "dnsam")
 NOISE_STREAM = 41        # Brownian increments of the SDE
 SAMPLE_STREAM = 42       # batch draws of the discrete method
 
 
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise unknown("SDE method", method, METHODS)
-    return method
-
-
-def _rho(rho, P):
+def _per_run(rho, P: int, B: int = 1):
+    """rho as a number, or (one value per path, repeated for the path's B batches) as a column."""
     r = np.asarray(rho, dtype=float)
     if r.ndim == 0:
         return r
     if r.shape != (P,):
         raise InputError(f"rho must be a number or one value per path ({P}), got shape {r.shape}")
-    return r[:, None, None]
+    return np.repeat(r, B)[:, None]
 
 
-def _safe_div(a, n):
-    return np.divide(a, n, out=np.zeros_like(a), where=n > 0)
+class LinearizedOracle:
+    """The oracle of the SDE's expanded step at X (P, dim), every (path p, batch g) pair one run
+    (run p B + g): grad(y) = grad f_g(X_p) + H_g(X_p)(y - X_p), full_grad(y) the mean over the path's
+    batches (methods.py oracle contract)."""
+
+    L = None
+
+    def __init__(self, obj, X):
+        self.obj, self.X = obj, X
+        self.G = obj.grads(X)                                          # (P, B, dim)
+        self.x = np.repeat(X, self.G.shape[1], axis=0)                 # (P B, dim)
+
+    def grad(self, y):
+        delta = y - self.x
+        if not delta.any():
+            return self.G.reshape(self.x.shape)
+        return (self.G + self.obj.hvps(self.X, delta.reshape(self.G.shape))).reshape(self.x.shape)
+
+    def full_grad(self, y):
+        P, B, d = self.G.shape
+        return np.repeat(self.grad(y).reshape(P, B, d).mean(axis=1), B, axis=0)
+
+    def split(self, m):
+        raise InputError("m-sharpness splits the batch: it has no SDE model here")
 
 
-def ascent(method: str, G: np.ndarray) -> np.ndarray | None:
-    """v_g for every batch from the batch gradients G (P, B, dim); None for SGD."""
-    if method == "sgd":
-        return None
-    if method == "usam":
-        return G
-    if method == "sam":
-        return _safe_div(G, np.linalg.norm(G, axis=-1, keepdims=True))
-    if method == "dnsam":
-        return _safe_div(G, np.linalg.norm(G.mean(axis=1), axis=-1)[:, None, None])
-    raise unknown("SDE method", method, METHODS)
+class SDE:
+    """The SDE model of a rule: drift -E_g[s_g], diffusion sqrt(eta) Cov_g[s_g]^{1/2}, s_g the rule's
+    step with batch g's gradient linearized at X. Rules whose direction keeps state, draws random
+    numbers or splits the batch have no such model (InputError)."""
+
+    def __init__(self, rule: Rule):
+        for prop, why in (("stateful", "keeps state between steps"), ("draws_random", "draws random numbers"),
+                          ("splits_batch", "splits the batch into chunks")):
+            if getattr(rule, prop):
+                raise InputError(f"method '{rule.name}' {why}: the SDE models cover ascent directions "
+                                 f"that are functions of the step's gradients", "method")
+        self.rule, self.name = rule, rule.name
+
+    def steps(self, obj, rho, X, k: int = 0) -> np.ndarray:
+        """s_g(X) for every batch g: (P, B, dim)."""
+        oracle = LinearizedOracle(obj, X)
+        P, B, d = oracle.G.shape
+        S, _, _ = self.rule.gradient(k, oracle.x, oracle, None, _per_run(rho, P, B),
+                                     Streams(0, np.arange(P * B), k))
+        return S.reshape(P, B, d)
+
+    def coefficients(self, obj, rho, X):
+        """(drift b (P, dim), factor F (P, B, dim)) of dX = b dt + sqrt(eta) F^T dW_B, F^T F = Cov_g[s_g]."""
+        S = self.steps(obj, rho, X)
+        mean = S.mean(axis=1)
+        return -mean, (S - mean[:, None, :]) / np.sqrt(S.shape[1])
 
 
-def expanded_steps(obj, method: str, rho, X: np.ndarray) -> np.ndarray:
-    """s_g(X) = grad f_g(X) + rho H_g(X) v_g(X) for every batch g: (P, B, dim)."""
-    G = obj.grads(X)
-    V = ascent(check_method(method), G)
-    if V is None:
-        return G
-    return G + _rho(rho, len(X)) * obj.hvps(X, V)
-
-
-def coefficients(obj, method: str, rho, X: np.ndarray):
-    """(drift b (P, dim), factor F (P, B, dim)) of dX = b dt + sqrt(eta) F^T dW_B, F^T F = Cov_g[s_g]."""
-    S = expanded_steps(obj, method, rho, X)
-    mean = S.mean(axis=1)
-    return -mean, (S - mean[:, None, :]) / np.sqrt(S.shape[1])
-
-
-def drift_and_covariance(obj, method, rho, X):
+def drift_and_covariance(model, obj, rho, X):
     """The drift and the full diffusion matrix Sigma_method (P, dim, dim) (for checks and tests)."""
-    b, F = coefficients(obj, method, rho, X)
+    b, F = model.coefficients(obj, rho, X)
     return b, np.einsum("pbi,pbj->pij", F, F)
-
-
-def modified_loss(obj, method: str, rho, X: np.ndarray) -> np.ndarray:
-    """The implicitly regularized loss whose negative gradient is the drift (Compagnoni et al. Sec. 3):
-    f + rho/2 E||grad f_g||^2 (USAM), f + rho E||grad f_g|| (SAM), f + rho ||grad f|| (DNSAM; exact
-    where H_g = H), f (SGD)."""
-    G = obj.grads(X)
-    rho = np.asarray(rho, dtype=float)
-    norms = np.linalg.norm(G, axis=-1)
-    extra = {"sgd": 0.0 * norms[:, 0], "usam": 0.5 * np.mean(norms**2, axis=1),
-             "sam": np.mean(norms, axis=1),
-             "dnsam": np.linalg.norm(G.mean(axis=1), axis=-1)}[check_method(method)]
-    return obj.loss(X) + rho * extra
 
 
 def _grid(times, steps, dt):
@@ -129,9 +129,14 @@ def _grid(times, steps, dt):
     return np.clip(idx, 0, steps)
 
 
-def simulate(obj, method: str, eta: float, rho, X0: np.ndarray, T: float, dt: float | None = None,
+def _noise(F, eta, h, xi):
+    """sqrt(eta h) F^T xi for every path: the Brownian term of one step of length h."""
+    return np.sqrt(eta * h) * np.einsum("pb,pbd->pd", xi, F)
+
+
+def simulate(model, obj, eta: float, rho, X0: np.ndarray, T: float, dt: float | None = None,
              seed: int = 0, runs=None, times=None, observe=None):
-    """Euler-Maruyama paths of the SDE of ``method`` up to time T with step dt (default eta).
+    """Euler-Maruyama paths of ``model`` up to time T with step dt (default eta).
 
         X_{j+1} = X_j + b(X_j) dt + sqrt(eta dt) F(X_j)^T xi_j,   xi_j ~ N(0, I_B)
 
@@ -139,7 +144,6 @@ def simulate(obj, method: str, eta: float, rho, X0: np.ndarray, T: float, dt: fl
     (seed, runs[r]) only. Returns (times, values, X_T) where values[i] = observe(X at times[i])
     (observe defaults to obj.loss), shaped (len(times), P, ...).
     """
-    check_method(method)
     dt = eta if dt is None else dt
     steps = int(round(T / dt))
     X = np.array(X0, dtype=float)
@@ -153,38 +157,32 @@ def simulate(obj, method: str, eta: float, rho, X0: np.ndarray, T: float, dt: fl
             out[i] = observe(X)
         if j == steps:
             break
-        b, F = coefficients(obj, method, rho, X)
+        b, F = model.coefficients(obj, rho, X)
         X = X + dt * b
-        if F.shape[1] > 1 and eta > 0:
-            xi = normal(seed, runs, NOISE_STREAM, j, (F.shape[1],))
-            X = X + np.sqrt(eta * dt) * np.einsum("pb,pbd->pd", xi, F)
+        if F.shape[1] > 1 and eta > 0:                  # one batch: no noise (F = 0)
+            X = X + _noise(F, eta, dt, normal(seed, runs, NOISE_STREAM, j, (F.shape[1],)))
     return at * dt, np.array(out), X
 
 
-def simulate_richardson(obj, method: str, eta: float, rho, X0: np.ndarray, T: float, dt: float,
+def simulate_richardson(model, obj, eta: float, rho, X0: np.ndarray, T: float, dt: float,
                         observe, seed: int = 0, runs=None) -> np.ndarray:
     """Per-path 2 g(X^{dt/2}_T) - g(X^{dt}_T): Richardson extrapolation of the Euler-Maruyama weak
     error (O(dt) -> O(dt^2)). The coarse path uses the sums of the fine path's Brownian increments,
     so the two are coupled and the extrapolation adds little variance."""
-    check_method(method)
     steps = int(round(T / dt))
     Xc = np.array(X0, dtype=float)
     Xf = Xc.copy()
     runs = np.arange(len(Xc)) if runs is None else np.asarray(runs)
     h = dt / 2
     for j in range(steps):
-        dW = 0.0
+        xi_sum = 0.0
         for half in range(2):
-            b, F = coefficients(obj, method, rho, Xf)
-            Xf = Xf + h * b
-            if F.shape[1] > 1 and eta > 0:
-                xi = normal(seed, runs, NOISE_STREAM, 2 * j + half, (F.shape[1],))
-                Xf = Xf + np.sqrt(eta * h) * np.einsum("pb,pbd->pd", xi, F)
-                dW = dW + np.sqrt(h) * xi
-        b, F = coefficients(obj, method, rho, Xc)
-        Xc = Xc + dt * b
-        if F.shape[1] > 1 and eta > 0:
-            Xc = Xc + np.sqrt(eta) * np.einsum("pb,pbd->pd", dW, F)
+            b, F = model.coefficients(obj, rho, Xf)
+            xi = normal(seed, runs, NOISE_STREAM, 2 * j + half, (F.shape[1],))
+            Xf = Xf + h * b + _noise(F, eta, h, xi)
+            xi_sum = xi_sum + xi
+        b, F = model.coefficients(obj, rho, Xc)
+        Xc = Xc + dt * b + _noise(F, eta, h, xi_sum)       # sqrt(h) (xi_1 + xi_2) ~ sqrt(dt) N(0, I)
     return 2 * observe(Xf) - observe(Xc)
 
 
@@ -195,11 +193,8 @@ def draw_batches(seed: int, runs, k: int, B: int) -> np.ndarray:
 
 # --- the discrete methods, run by the engine (convergence.runner) with the rules of methods.py -------
 
-RULES = {"sgd": "gd", "usam": "usam", "sam": "sam", "dnsam": "dnsam"}     # SDE method -> methods.py rule
-
-
 class ObjectiveProblem:
-    """A BatchObjective seen as a Problem by the runner: f = obj.loss, grad f = mean of the batch
+    """A batch objective seen as a Problem by the runner: f = obj.loss, grad f = mean of the batch
     gradients (no f*, x* or smoothness constant)."""
 
     name, f_star, L = "batch_objective", None, None
@@ -296,60 +291,99 @@ def run_recorded(problem, rule, step: float, rho, X0: np.ndarray, record, observ
     return [seen[r] for r in record], X
 
 
-def discrete(obj, method: str, eta: float, rho, X0: np.ndarray, steps: int, seed: int = 0, runs=None,
+def discrete(rule, obj, eta: float, rho, X0: np.ndarray, steps: int, seed: int = 0, runs=None,
              times=None, observe=None):
-    """The discrete method (methods.py rule "gd", "usam", "sam" or "dnsam", run by the engine with
-    batch g drawn by ``draw_batches``) for ``steps`` steps; values recorded at times t = k eta like
-    ``simulate``. ``rho`` is a number or one value per path."""
+    """The discrete method of ``rule`` (run by the engine, batch g drawn by ``draw_batches``) for
+    ``steps`` steps; values recorded at times t = k eta like ``simulate``. ``rho`` is a number or
+    one value per path."""
     X0 = np.asarray(X0, dtype=float)
     paths = np.arange(len(X0)) if runs is None else np.asarray(runs)
     times = np.linspace(0, steps * eta, 21) if times is None else np.asarray(times, dtype=float)
     at = _grid(times, steps, eta)
-    values, X = run_recorded(ObjectiveProblem(obj), make_method(RULES[check_method(method)]), eta, rho, X0,
-                             np.append(at, steps), observe or obj.loss, seed,
-                             lambda start, ids: BatchSampler(obj, paths[ids], start))
+    values, X = run_recorded(ObjectiveProblem(obj), rule, eta, rho, X0, np.append(at, steps),
+                             observe or obj.loss, seed, lambda start, ids: BatchSampler(obj, paths[ids], start))
     return at * eta, np.array(values[:-1]), X
 
 
-# --- exact moments for linear dynamics (SGD and USAM on a quadratic with noisy minimizers) ----------
-
-def linear_moments(H: np.ndarray, centres: np.ndarray, method: str, eta: float, rho: float,
-                   x0: np.ndarray, T: float):
-    """Exact (mean, covariance) at time T of the discrete method and of its SDE, for SGD and USAM on
-    f_g(x) = 1/2 (x - c_g)^T H (x - c_g), g uniform over the rows of ``centres``.
-
-    Both are linear in x: the step is x - eta M (x - c_g) with M = (I + rho H) H (rho = 0 for SGD),
-    so the discrete moments follow m <- A m + eta M cbar, C <- A C A^T + eta^2 M Cov(c) M^T
-    (A = I - eta M), and the SDE is the Ornstein-Uhlenbeck process dX = -M (X - cbar) dt +
-    sqrt(eta) (M Cov(c) M^T)^{1/2} dW, solved in the eigenbasis of H (M commutes with H).
-    Returns ((m_disc, C_disc), (m_sde, C_sde)). Requires T/eta to be an integer.
-    """
-    if method not in ("sgd", "usam"):
-        raise InputError("linear_moments covers sgd and usam (the linear methods)")
-    r = 0.0 if method == "sgd" else rho
-    d = len(H)
-    M = (np.eye(d) + r * H) @ H
-    cbar = centres.mean(axis=0)
-    Cc = np.cov(centres.T, bias=True).reshape(d, d)
-    Q = M @ Cc @ M.T
-    K = int(round(T / eta))
-    A = np.eye(d) - eta * M
-    m, C = np.array(x0, float), np.zeros((d, d))
-    for _ in range(K):
-        m = A @ m + eta * M @ cbar
-        C = A @ C @ A.T + eta**2 * Q
-    lam, U = np.linalg.eigh(H)
-    mu = lam * (1 + r * lam)                         # eigenvalues of M
-    e = np.exp(-mu * T)
-    m_sde = cbar + U @ (e * (U.T @ (np.asarray(x0, float) - cbar)))
-    Qt = U.T @ Q @ U
-    s = mu[:, None] + mu[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kern = np.where(np.abs(s) > 1e-14, (1 - np.exp(-s * T)) / s, T)
-    C_sde = eta * U @ (Qt * kern) @ U.T
-    return (m, C), (m_sde, C_sde)
+def batch_steps(rule, obj, rho, X) -> np.ndarray:
+    """The discrete method's exact step direction g_k for every batch g at every X[p]: (P, B, dim)
+    (the engine's oracle, no expansion), e.g. for the covariance of one step."""
+    P, B = len(X), obj.n_batches
+    Xr = np.repeat(X, B, axis=0)
+    g = np.tile(np.arange(B), P)
+    G, _, _ = rule.gradient(0, Xr, BatchOracle(obj, g), None, _per_run(rho, P, B), Streams(0, np.arange(P * B)))
+    return G.reshape(P, B, -1)
 
 
-def fit_slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+# --- exact moments where the step is affine in x (gd and usam on a quadratic) ---------------------
+
+def affine_fit(fun, dim: int, what: str):
+    """(M, u) with fun(x) = x M^T + u, x (P, dim) -> (P, ...), read off at 0 and the unit vectors;
+    checked at random points (InputError when ``fun`` is not affine)."""
+    E = np.vstack([np.zeros(dim), np.eye(dim)])
+    V = fun(E)
+    u, M = V[0], V[1:] - V[0]
+    Z = np.random.default_rng(0).standard_normal((3, dim))
+    if not np.allclose(fun(Z), u + np.einsum("pi,i...->p...", Z, M), rtol=1e-9, atol=1e-9 * (1 + np.abs(V).max())):
+        raise InputError(f"{what} is not affine in x: no closed-form moments")
+    return M, u
+
+
+def discrete_moments(rule, obj, eta: float, rho: float, x0, steps: int):
+    """Exact (mean, covariance) of the discrete method after ``steps`` steps from x0, when its step
+    is affine in x for every batch: x' = x - eta (A_g x + u_g), g uniform (the second moment follows
+    E_g[(I - eta A_g) S (I - eta A_g)^T + ...], exact for any affine step)."""
+    d = obj.dim
+    A, u = affine_fit(lambda X: batch_steps(rule, obj, rho, X), d, f"the step of '{rule.name}'")
+    Ag = np.eye(d)[None] - eta * np.moveaxis(A, 0, -1)            # (B, d, d): x' = Ag x + cg
+    cg = -eta * u                                                   # (B, d)
+    m = np.asarray(x0, float)
+    S = np.outer(m, m)
+    for _ in range(steps):
+        Am = np.einsum("bij,j->bi", Ag, m)
+        S = np.mean(np.einsum("bij,jk,blk->bil", Ag, S, Ag) + np.einsum("bi,bj->bij", Am, cg)
+                    + np.einsum("bi,bj->bij", cg, Am) + np.einsum("bi,bj->bij", cg, cg), axis=0)
+        m = np.mean(Am + cg, axis=0)
+    return m, S - np.outer(m, m)
+
+
+def stationary_covariances(rule, obj, eta: float, rho: float):
+    """(C_discrete, C_sde): the stationary covariances of the discrete method and of its SDE when every
+    batch's step is A x + u_g (a common A): the discrete x' = (I - eta A) x - eta u_g solves
+    C = (I - eta A) C (I - eta A)^T + eta^2 Q, its SDE dX = -(A X + mean u) dt + sqrt(eta) Q^{1/2} dW solves
+    A C + C A^T = eta Q, with Q = Cov_g[u_g] (derived: the Lyapunov equations of both linear systems)."""
+    A, u = affine_fit(lambda X: batch_steps(rule, obj, rho, X), obj.dim, f"the step of '{rule.name}'")
+    if not np.allclose(A, A[:, :1]):
+        raise InputError(f"the step of '{rule.name}' has a batch-dependent linear part: no Lyapunov equation")
+    A = A[:, 0].T
+    D = u - u.mean(axis=0)
+    Q = D.T @ D / len(u)
+    return (solve_discrete_lyapunov(np.eye(obj.dim) - eta * A, eta**2 * Q), solve_continuous_lyapunov(A, eta * Q))
+
+
+def sde_moments(model, obj, eta: float, rho: float, x0, T):
+    """Exact (mean, covariance) at time T (a number or an array of times) of ``model`` when its drift is
+    affine and its diffusion constant, dX = -(M X + u) dt + sqrt(eta) Q^{1/2} dW (an Ornstein-Uhlenbeck
+    process, or a linear flow where Q = 0; M need not be stable), by matrix exponentials (Van Loan
+    1978): the mean from exp([[-M, -u], [0, 0]] T), the covariance int_0^T e^{-Ms} eta Q e^{-M^T s} ds
+    from exp([[M, eta Q], [0, -M^T]] T) = [[., F12], [0, F22]] as F22^T F12 (accurate while ||M|| T is
+    moderate: the product cancels e^{MT} against e^{-MT})."""
+    d = obj.dim
+    M, u = affine_fit(lambda X: -model.coefficients(obj, rho, X)[0], d, f"the drift of '{model.name}'")
+    M = M.T
+    Q = drift_and_covariance(model, obj, rho, np.zeros((1, d)))[1][0]
+    if not np.allclose(Q, drift_and_covariance(model, obj, rho, np.ones((1, d)))[1][0], rtol=1e-9, atol=1e-12):
+        raise InputError(f"the diffusion of '{model.name}' depends on x: no closed-form moments")
+    Z = np.zeros((d + 1, d + 1))
+    Z[:d, :d], Z[:d, d] = -M, -u
+    W = np.block([[M, eta * Q], [np.zeros((d, d)), -M.T]])
+    means, covs = [], []
+    for t in np.atleast_1d(T):
+        E = expm(Z * t)
+        means.append(E[:d, :d] @ np.asarray(x0, float) + E[:d, d])
+        if eta * np.abs(Q).max() > 0:                       # (a flow: no covariance, and e^{Mt} may overflow)
+            F = expm(W * t)
+            covs.append(F[d:, d:].T @ F[:d, d:])
+        else:
+            covs.append(np.zeros((d, d)))
+    return (means[0], covs[0]) if np.ndim(T) == 0 else (np.array(means), np.array(covs))

@@ -1,10 +1,14 @@
-"""Simulate the SDE model of SGD, USAM, SAM or DNSAM (Compagnoni et al. 2023) next to the discrete
-method, and write the loss trajectories, a summary and a figure.
+"""Simulate the SDE model of a method (Compagnoni et al. 2023: SGD, USAM, SAM, DNSAM; any rule of
+convergence.methods whose ascent direction is a function of the step's gradients) next to the
+discrete method, and write the loss trajectories, a summary and a figure.
 
 examples:
   python -m experiments.run_sde --method usam --eta 0.01 --rho 0.1 --problem iris
   python -m experiments.run_sde --method sam --eta 0.05 --rho 0.5 --problem noisy_quadratic --paths 2000
   python -m experiments.run_sde --method usam --eta 0.01 --rho 2.5 --problem saddle --time 60
+
+methods: gd (SGD on mini-batches), usam, sam, dnsam, unified (lambda 0.5), asam; not the ones with
+state, random numbers or batch splitting (fsam, vasso, rsam, msam).
 
 problems: noisy_quadratic (f_g = 1/2 (x - c_g)^T H (x - c_g), H = diag(1, 0.5), 4 centres),
 saddle (H = diag(1, -0.5, -2), full batch: the SDE is a flow), iris (linear MLP, batch 10),
@@ -31,7 +35,7 @@ PROBLEMS = ("noisy_quadratic", "saddle", "iris", "breast_cancer")
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m experiments.run_sde", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="sam", help="sgd, usam, sam or dnsam (default sam)")
+    p.add_argument("--method", default="sam", help="gd, usam, sam, dnsam, unified or asam (default sam)")
     p.add_argument("--eta", type=float, default=0.01, help="learning rate eta (default 0.01)")
     p.add_argument("--rho", type=float, default=0.1, help="perturbation radius rho (default 0.1)")
     p.add_argument("--problem", default="noisy_quadratic", help=f"one of: {', '.join(PROBLEMS)}")
@@ -46,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_objective(name: str):
     from convergence.errors import unknown
-    from problems.diagonal_net import MLPBatches, NoisyQuadratic
+    from convergence.objectives import MLPBatches, NoisyQuadratic
     if name == "noisy_quadratic":
         from experiments.papers.compagnoni2023 import WEAK_C, WEAK_H, WEAK_X0
         obj = NoisyQuadratic(WEAK_H, WEAK_C)
         return obj, lambda runs, seed: np.tile(WEAK_X0, (len(runs), 1))
     if name == "saddle":
         from experiments.papers.compagnoni2023 import SADDLE_EIG
-        obj = NoisyQuadratic.diagonal(SADDLE_EIG, np.zeros((1, len(SADDLE_EIG))))
+        obj = NoisyQuadratic.diagonal(SADDLE_EIG)
         return obj, lambda runs, seed: np.tile(np.full(len(SADDLE_EIG), 0.1), (len(runs), 1))
     if name in ("iris", "breast_cancer"):
         obj = getattr(MLPBatches, name)()
@@ -64,13 +68,15 @@ def make_objective(name: str):
 def configure(args) -> dict:
     from convergence import sde
     from convergence.errors import InputError
-    sde.check_method(args.method)
+    from convergence.methods import make_method
+    sde.SDE(make_method(args.method))
     positive("--eta", args.eta)
     positive("--rho", args.rho, allow_zero=True)
     positive("--paths", args.paths, integer=True)
     check_seed(args.seed)
-    _, init = make_objective(args.problem)
-    check_memory(args.paths * init(np.arange(1), 0).shape[1], "--paths x dimension")
+    obj, _ = make_objective(args.problem)
+    # the SDE's arrays are (paths, batches, dim): the batch gradients, their steps and the HVPs
+    check_memory(args.paths * obj.dim * obj.n_batches, "--paths x dimension x batches")
     T = args.time if args.time is not None else {"saddle": 30.0, "noisy_quadratic": 2.0}.get(args.problem, 3.0)
     positive("--time", T)
     dt = positive("--dt", args.dt) if args.dt is not None else args.eta
@@ -86,16 +92,17 @@ def configure(args) -> dict:
 
 def execute(cfg: dict):
     from convergence import sde
+    from convergence.methods import make_method
     obj, init = make_objective(cfg["problem"])
+    model = sde.SDE(make_method(cfg["method"]))
     runs = np.arange(cfg["paths"])
     X0 = init(runs, cfg["seed"])
     steps = int(round(cfg["time"] / cfg["eta"]))
     times = np.linspace(0, steps * cfg["eta"], 51)
     with np.errstate(all="ignore"):             # a diverging path is reported, not warned about
-        t, vd, _ = sde.discrete(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps, seed=cfg["seed"],
-                                times=times)
-        _, vs, _ = sde.simulate(obj, cfg["method"], cfg["eta"], cfg["rho"], X0, steps * cfg["eta"],
-                                dt=cfg["dt"], seed=cfg["seed"] + 1, times=times)
+        t, vd, _ = sde.discrete(model.rule, obj, cfg["eta"], cfg["rho"], X0, steps, seed=cfg["seed"], times=times)
+        _, vs, _ = sde.simulate(model, obj, cfg["eta"], cfg["rho"], X0, steps * cfg["eta"], dt=cfg["dt"],
+                                seed=cfg["seed"] + 1, times=times)
     return t, vd, vs
 
 
@@ -105,11 +112,9 @@ def diverged(v: np.ndarray) -> int:
 
 
 def write(cfg, t, vd, vs, seconds):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from convergence.trace import atomic_write, provenance, write_json
-    from figures.convergence import PALETTE, save
+    from figures.convergence import save
+    from figures.sde import paths
     out = Path(cfg["out"])
     buf = io.StringIO()
     buf.write("time,path,kind,loss\n")
@@ -118,16 +123,8 @@ def write(cfg, t, vd, vs, seconds):
             for p in range(v.shape[1]):
                 buf.write(f"{ti:.10g},{p},{kind},{v[i, p]:.10g}\n")
     atomic_write(out / "trajectories.csv", buf.getvalue())
-    fig, ax = plt.subplots(figsize=(4.4, 3.2))
-    for j, (kind, v) in enumerate((("discrete", vd), ("SDE", vs))):
-        ax.plot(t, v, color=PALETTE[j], lw=0.6, alpha=0.4)
-        ax.plot(t, v.mean(axis=1), color=PALETTE[j], lw=1.8, label=f"{kind} (mean of {v.shape[1]})")
-    positive_loss = bool(np.all(np.concatenate([vd.ravel(), vs.ravel()]) > 0))
-    ax.set(yscale="log" if positive_loss else "linear", xlabel=r"time $t = k\eta$", ylabel="loss f",
-           title=f"{cfg['method'].upper()} on {cfg['problem']}, eta={cfg['eta']}, rho={cfg['rho']}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(frameon=False)
-    save(fig, out / "figure")
+    save(paths(t, [("discrete", vd), ("SDE", vs)],
+               f"{cfg['method'].upper()} on {cfg['problem']}, eta={cfg['eta']}, rho={cfg['rho']}"), out / "figure")
     write_json(out / "summary.json", {"config": cfg, "seed": cfg["seed"], "provenance": provenance(),
                                       "final_loss_discrete": float(vd[-1].mean()),
                                       "final_loss_sde": float(vs[-1].mean()),
@@ -142,7 +139,7 @@ def main(argv=None) -> int:
     try:
         cfg = configure(args)
     except InputError as err:
-        return fail(parser.prog, str(err))
+        return fail(parser.prog, err.for_flags())
     start = time.time()
     t, vd, vs = execute(cfg)
     write(cfg, t, vd, vs, time.time() - start)
