@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
 from convergence.methods import make_method  # noqa: E402
-from convergence.runner import run  # noqa: E402
+from convergence.runner import iterate as run  # noqa: E402
 from convergence.schedules import diminishing  # noqa: E402
 from problems import make_problem  # noqa: E402
 

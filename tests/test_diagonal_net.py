@@ -75,7 +75,7 @@ def test_one_sam_step_is_the_notebooks(net):
 def test_training_is_the_engine_run(net, rule, hyper):
     """train is convergence.runner.run (full batch, methods.py rules), recorded exactly: its losses
     are f and the test loss of the engine's iterates at the record steps."""
-    from convergence.runner import run
+    from convergence.runner import iterate as run
     from convergence.sampling import make_sampler
     rho = np.array([0.05, 0.2])
     it, tr, te, X = train(net, make_method(rule, **hyper), 1 / 3, rho, 30, record=[0, 7, 30])
@@ -91,7 +91,7 @@ def test_training_is_the_engine_run(net, rule, hyper):
 def test_no_smoothness_bound_without_smoothness(net):
     """L = L_i = inf: the oracles report no bound (None), so the runner records none and warns nothing."""
     import warnings
-    from convergence.runner import run
+    from convergence.runner import iterate as run
     assert FullOracle(net).L is None and all(c.L is None for c in FullOracle(net).split(1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -121,7 +121,7 @@ def test_discrete_step_is_the_method(quad):
 def test_discrete_is_the_engine_run(quad, method):
     """discrete = convergence.runner.run with the methods.py rule and the batch sampler, however the
     recording times split it, and with a radius per path = each path run alone at its radius."""
-    from convergence.runner import run
+    from convergence.runner import iterate as run
     X0 = np.array([[2.0, -1.0], [0.5, 0.5], [-1.0, 1.5]])
     rho = np.array([0.1, 0.3, 0.3])
     paths = np.array([4, 0, 2])
