@@ -74,7 +74,7 @@ class SinPLSquared(Problem):
     ||grad h||^2 >= 2 mu h (Karimi et al. 2016), and grad f = 2 h grad h, so for all x
     ||grad f|| = 2 h ||grad h|| >= 2 sqrt(2 mu) h^(3/2) = 2 sqrt(2 mu) f^(3/4):
     c = 1 / (2 sqrt(2 mu)). Sharp: near 0, h = 4 ||x||^2 + O(||x||^4) and grad h = 8 x + O(||x||^3),
-    so f^theta' / ||grad f|| ~ ||x||^(4 theta' - 3) / 16 -> infinity for theta' < 3/4. Nonconvex: in
+    so f^theta' / ||grad f|| ~ 4^(2 theta') ||x||^(4 theta' - 3) / 64 -> infinity for theta' < 3/4. Nonconvex: in
     d = 1, f'' = 2 h'^2 + 2 h h'' is about -18 at x = 1.5 (h'' = 2 + 6 cos 2x < 0 there).
     L on the box [-a, a]^d (a = 2): ||hess f|| <= 2 ||grad h||^2 + 2 h ||hess h|| <= 2 d (G^2 + 8 H)
     with G = max |h_1'| = arccos(-1/3) + 2 sqrt 2 (at cos 2x = -1/3) and H = max h_1 = 4 + 3 sin^2 2
