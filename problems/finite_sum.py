@@ -315,14 +315,18 @@ class Logistic(FiniteSum):
         self.f_star = float(self.f(self.x_star[None])[0])
 
     def _newton(self, iters: int = 100):
-        """Newton's method from 0, the step halved while it increases f (badly scaled data)."""
-        x = np.zeros(self.dim)
+        """Newton's method from 0, the step halved while it increases f (badly scaled data); an
+        InputError unless it ends at a stationary point with a vanishing step."""
+        x, step = np.zeros(self.dim), np.full(self.dim, np.inf)
         fx = self.f(x[None])[0]
         for _ in range(iters):
             z = self.b * (self.A @ x)
             s = 0.5 * (1 - np.tanh(0.5 * z))                    # sigmoid(-z), stable
             H = self._gram(s * (1 - s)) + self.reg * np.eye(self.dim)
-            step = np.linalg.solve(H, self.grad(x[None])[0])
+            try:
+                step = np.linalg.solve(H, self.grad(x[None])[0])
+            except np.linalg.LinAlgError:             # reg = 0 on separable data: H -> 0
+                break
             while self.f((x - step)[None])[0] > fx + 1e-12 * (1 + abs(fx)) and np.any(step):
                 step = step / 2
             x = x - step
@@ -330,10 +334,10 @@ class Logistic(FiniteSum):
             if np.linalg.norm(step) < 1e-15 * (1 + np.linalg.norm(x)):
                 break
         g, g0 = np.linalg.norm(self.grad(x[None])), np.linalg.norm(self.grad(np.zeros((1, self.dim))))
-        if not g <= 1e-8 * (1 + g0):
+        if not (g <= 1e-8 * (1 + g0) and np.linalg.norm(step) <= 1e-8 * (1 + np.linalg.norm(x))):
             raise InputError(f"{self.source or self.name}: Newton's method found no minimizer (||grad f|| = "
-                             f"{g:.3g} after {iters} steps): the classes may be separable; use reg > 0",
-                             "data" if self.source else None)
+                             f"{g:.3g}, last step {np.linalg.norm(step):.3g}): the classes may be separable; "
+                             f"use reg > 0", "data" if self.source else None)
         return x
 
     def phi(self, z):
