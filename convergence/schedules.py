@@ -158,9 +158,10 @@ def parse_expression(text: str, name: str = "schedule", variables: dict | None =
         if peek()[1] in ("**", "^"):
             take()
             exponent = unary()
-            if base.is_Rational and exponent.is_Rational and base != 0 and abs(float(exponent)) * math.log10(
+            if base.is_Rational and exponent.is_Rational and base != 0 and abs(exponent) * math.log10(
                     max(abs(base.p), abs(base.q))) > MAX_DIGITS:
-                fail(f"{base}**{exponent} has more than {MAX_DIGITS} digits: simplify it")
+                fail(f"a power ({str(base)[:20]}**{str(exponent)[:20]}) has more than {MAX_DIGITS} digits: "
+                     f"simplify it")
             return base ** exponent
         return base
 

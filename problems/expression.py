@@ -5,16 +5,17 @@ eval) with the variables x1..xd and smooth functions only; its gradient is sympy
 numpy over a batch of points. L on the box is
 
 * exact and global when the Hessian is constant (a quadratic);
-* else a proven bound: each Hessian entry bounded on the box by interval arithmetic (sympy's
-  AccumBounds), then the largest Gershgorin row sum, which bounds the spectral norm;
-* else, where sympy cannot bound an entry (tanh, cosh, atan, or a formula too large to take a
-  second derivative of), the largest Hessian norm at SAMPLES points of the box, by central
+* else a bound: each Hessian entry enclosed on the box by interval arithmetic (``problems.interval``,
+  in floats), then the largest Gershgorin row sum, which bounds the spectral norm;
+* else, where an entry has no finite enclosure (1/x1 on a box holding 0, a formula too large to take
+  a second derivative of), the largest Hessian norm at SAMPLES points of the box, by central
   differences of the gradient, marked ``L_estimated``.
 
 The work is bounded by MAX_TEXT characters and MAX_VARIABLES variables.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -23,6 +24,7 @@ import sympy as sp
 from convergence.errors import InputError
 from convergence.schedules import parse_expression
 from problems.base import Problem, check_dim
+from problems.interval import Unbounded, enclose
 
 MAX_TEXT = 1000              # characters of a formula
 MAX_VARIABLES = 20           # x1..x20 (the symbolic gradient and Hessian grow with d)
@@ -59,6 +61,8 @@ class ExpressionProblem(Problem):
                              f"smooth f: use a smooth stand-in (e.g. sqrt(x1**2 + 1e-8) for abs(x1))", "problem")
         variables = {f"x{i}": sp.Symbol(f"x{i}", real=True) for i in range(1, (dim or MAX_VARIABLES) + 1)}
         expr = parse_expression(text, "problem", variables, SMOOTH)
+        if expr.has(sp.zoo, sp.nan, sp.oo):
+            raise InputError(f"{label} is undefined (a division by zero or an infinity in it)", "problem")
         used = [i for i, x in enumerate(variables.values(), 1) if x in expr.free_symbols]
         if not used and dim is None:
             raise InputError(f"{label} uses none of the variables x1, x2, ...: write f in x1..xd", "problem")
@@ -72,8 +76,9 @@ class ExpressionProblem(Problem):
         self.L, self.smoothness_note, self.L_estimated = self._smoothness(grads)
         self.x_star = None if x_star is None else _point(x_star, self.dim)
         self.f_star = _number("f_star", f_star)
-        if self.f_star is None and self.x_star is not None:
-            self.f_star = float(self.f(self.x_star[None])[0])
+        if self.f_star is None and self.x_star is not None:    # check_problem reports a failing f
+            with contextlib.suppress(Exception):
+                self.f_star = float(self.f(self.x_star[None])[0])
 
     def f(self, X):
         with np.errstate(all="ignore"):
@@ -90,51 +95,41 @@ class ExpressionProblem(Problem):
         """(L, smoothness_note, L_estimated) on the box; see the module docstring."""
         lo, hi = self.box
         note = f"on the box [{lo:g}, {hi:g}]^d"
-        bound = None
-        if sum(1 for g in grads for _ in sp.preorder_traversal(g)) <= MAX_NODES:
+        estimate = self._sampled_hessian_norm()
+        if np.isfinite(estimate) and sum(1 for g in grads for _ in sp.preorder_traversal(g)) <= MAX_NODES:
             hessian = [[None] * self.dim for _ in range(self.dim)]
             for i in range(self.dim):
                 for j in range(i, self.dim):
                     hessian[i][j] = hessian[j][i] = sp.diff(grads[i], self.symbols[j])
-            if not any(h.free_symbols for row in hessian for h in row):       # a quadratic: exact
-                L = float(np.abs(np.linalg.eigvalsh(np.array(hessian, dtype=float))).max())
+            try:
+                entries = np.array([[enclose(h, lo, hi) for h in row] for row in hessian])   # (d, d, 2)
+            except Unbounded:
+                entries = None
+            if entries is not None and not any(h.free_symbols for row in hessian for h in row):
+                L = float(np.abs(np.linalg.eigvalsh(entries.mean(axis=2))).max())   # a quadratic: exact
                 if L == 0:
                     raise InputError(f"problem '{self.source}' is affine: it has no minimum (SAM's theory "
                                      f"needs f bounded below)", "problem")
                 return L, "global", False
-            bound = _interval_bound(hessian, self.symbols, lo, hi)
-        estimate = self._sampled_hessian_norm()
-        if bound is not None and bound >= estimate * (1 - 1e-6):
-            return bound, note, False
+            if entries is not None:
+                bound = float(np.abs(entries).max(axis=2).sum(axis=1).max())   # Gershgorin row sums
+                if bound >= estimate * (1 - 1e-6):
+                    return bound, note, False
         return estimate, f"{note}, estimated from Hessians at {SAMPLES} points", True
 
     def _sampled_hessian_norm(self) -> float:
-        """max ||hess f(x)||_2 over SAMPLES points x of the box (central differences of grad)."""
-        X = self.x0(SAMPLES, seed=0)
-        h = 1e-5 * (1 + np.abs(X).max())
-        E = h * np.eye(self.dim)
-        cols = [(self.grad(X + e) - self.grad(X - e)) / (2 * h) for e in E]     # each (SAMPLES, d)
-        H = np.stack(cols, axis=2)
-        norms = np.abs(np.linalg.eigvalsh((H + H.transpose(0, 2, 1)) / 2)).max(axis=1)
+        """max ||hess f(x)||_2 over SAMPLES points x of the box and its two diagonal corners (central
+        differences of grad); inf where the compiled formula fails or overflows there."""
+        lo, hi = self.box
+        X = np.vstack([self.x0(SAMPLES, seed=0), np.full((1, self.dim), lo), np.full((1, self.dim), hi)])
+        h = 1e-5 * (1 + max(abs(lo), abs(hi)))
+        try:
+            with np.errstate(all="ignore"):
+                H = np.stack([(self.grad(X + e) - self.grad(X - e)) / (2 * h) for e in h * np.eye(self.dim)], axis=2)
+                norms = np.abs(np.linalg.eigvalsh((H + H.transpose(0, 2, 1)) / 2)).max(axis=1)
+        except Exception:                  # the compiled formula (e.g. an integer too large for a float)
+            return np.inf
         return float(np.max(norms)) if np.all(np.isfinite(norms)) else np.inf
-
-
-def _interval_bound(hessian, symbols, lo, hi) -> float | None:
-    """max_i sum_j sup_box |H_ij| (Gershgorin, >= ||H||_2) by interval arithmetic, or None where
-    sympy leaves an entry unevaluated or unbounded."""
-    box = {x: sp.AccumBounds(sp.Float(lo), sp.Float(hi)) for x in symbols}
-    rows = []
-    for row in hessian:
-        total = 0.0
-        for h in row:
-            try:
-                v = h.subs(box)
-                total += max(abs(float(v.min)), abs(float(v.max))) if isinstance(v, sp.AccumBounds) else abs(float(v))
-            except (TypeError, ValueError, ArithmeticError):      # unevaluated, complex, undefined
-                return None
-        rows.append(total)
-    bound = max(rows)
-    return bound if np.isfinite(bound) else None
 
 
 def _box(box) -> tuple[float, float]:

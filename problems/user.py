@@ -140,7 +140,7 @@ def _evaluate(problem, X, fail):
         fx, G = np.asarray(problem.f(X.copy()), float), np.asarray(problem.grad(X.copy()), float)
     except Exception as err:                              # the user's code: any error it raises
         fail(f"evaluating f or grad at x = {_short(X[0])} raised {type(err).__name__}: {one_line(err)}",
-             "f and grad take X of shape (runs, dim)")
+             "f and grad must evaluate there, for X of shape (runs, dim)")
     if fx.shape != (runs,) or G.shape != (runs, dim):
         fail(f"f returned shape {fx.shape} and grad {G.shape} for X of shape {X.shape}",
              f"f must return ({runs},) and grad ({runs}, {dim}): one row per point")
