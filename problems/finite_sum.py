@@ -1,7 +1,8 @@
 """Finite sums f(x) = (1/n) sum_i f_i(x) of generalized linear losses, with per-sample gradients.
 
-f_i(x) = phi(a_i^T x - b_i) + (reg/2) ||x||^2, or phi(b_i a_i^T x) for classification. The data are
-drawn from a fixed data seed, so a problem is the same object whatever the run seed.
+f_i(x) = phi(a_i^T x - b_i) + (reg/2) ||x||^2, or phi(b_i a_i^T x) for classification. The shipped
+data are drawn from a fixed data seed, so a problem is the same object whatever the run seed; the
+user's data come in through ``from_data`` (``make_problem(name, data=...)`` or ``A=..., b=...``).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class FiniteSum(Problem):
         """Install the data and everything derived from it: L_i, L, then x*, f*, mu."""
         self.A, self.b = (A.tocsr() if sparse.issparse(A) else np.asarray(A, float)), np.asarray(b, float)
         self.n = self.A.shape[0]
-        sq = np.asarray(self.A.multiply(self.A).sum(axis=1)).ravel() if self.sparse else np.sum(self.A**2, axis=1)
+        sq = np.asarray(self.A.multiply(self.A).sum(axis=1)).ravel() if self.is_sparse else np.sum(self.A**2, axis=1)
         self.L_i = self.phi_curvature * sq + self.reg
         self.L_max = float(self.L_i.max())
         gram = self._gram()
@@ -60,12 +61,12 @@ class FiniteSum(Problem):
         self._solve(gram)
 
     @property
-    def sparse(self) -> bool:
+    def is_sparse(self) -> bool:
         return sparse.issparse(self.A)
 
     def _gram(self, w=None) -> np.ndarray:
         """A^T diag(w) A / n as a dense (d, d) array (w = 1 when None)."""
-        if self.sparse:
+        if self.is_sparse:
             return (self.A.T @ (self.A if w is None else sparse.diags(w) @ self.A)).toarray() / self.n
         return (self.A.T if w is None else self.A.T * w) @ self.A / self.n
 
@@ -87,7 +88,7 @@ class FiniteSum(Problem):
 
     def _sample_rows(self, idx, X=None, w=None):
         """With X: a_{idx[r,j]}^T X[r], shaped (runs, m); with w: sum_j w[r,j] a_{idx[r,j]} (runs, d)."""
-        if not self.sparse:
+        if not self.is_sparse:
             rows = self.A[idx]                                    # (runs, m, dim)
             return np.einsum("rmd,rd->rm", rows, X) if w is None else np.einsum("rm,rmd->rd", w, rows)
         runs, m = idx.shape
@@ -128,7 +129,7 @@ class FiniteSum(Problem):
 
     def sympy_f(self, xs):
         terms = []
-        for a, b in zip(self.A.toarray() if self.sparse else self.A, self.b):
+        for a, b in zip(self.A.toarray() if self.is_sparse else self.A, self.b):
             z = sum(sp.Float(ai) * x for ai, x in zip(a, xs))
             terms.append(self.sympy_phi(sp.Float(b) * z if self.margin else z - sp.Float(b)))
         return sp.Add(*terms) / self.n + sp.Float(self.reg) / 2 * sum(x**2 for x in xs)

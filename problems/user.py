@@ -7,6 +7,7 @@ larger than f at those points, x* stationary with f(x*) = f*. Each failure is on
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -33,9 +34,10 @@ def load_class(spec: str) -> type[Problem]:
             path = Path(where)
             if not path.is_file():
                 raise InputError(f"{label}: there is no file '{where}'", "problem")
-            module_spec = importlib.util.spec_from_file_location(f"samconv_user_{path.stem}", path)
+            digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+            module_spec = importlib.util.spec_from_file_location(f"samconv_user_{path.stem}_{digest}", path)
             module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module          # so that the module's classes pickle
+            sys.modules[module_spec.name] = module          # dataclasses and pickle look classes up there
             module_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
