@@ -106,10 +106,16 @@ class ExpressionProblem(Problem):
             except Unbounded:
                 entries = None
             if entries is not None and not any(h.free_symbols for row in hessian for h in row):
-                L = float(np.abs(np.linalg.eigvalsh(entries.mean(axis=2))).max())   # a quadratic: exact
+                H = entries.mean(axis=2)                 # a quadratic: L exact, and global
+                eigs = np.linalg.eigvalsh(H)
+                L = float(np.abs(eigs).max())
                 if L == 0:
                     raise InputError(f"problem '{self.source}' is affine: it has no minimum (SAM's theory "
                                      f"needs f bounded below)", "problem")
+                g0 = self.grad(np.zeros((1, self.dim)))[0]        # bounded below iff H >= 0, g0 in range H
+                residual = g0 - H @ np.linalg.lstsq(H, g0, rcond=1e-12)[0]
+                self.lower_bounded = bool(eigs[0] >= -1e-12 * L and
+                                          np.linalg.norm(residual) <= 1e-9 * (1 + np.linalg.norm(g0)))
                 return L, "global", False
             if entries is not None:
                 bound = float(np.abs(entries).max(axis=2).sum(axis=1).max())   # Gershgorin row sums

@@ -60,11 +60,15 @@ def test_formula_of_sinpl_reproduces_the_sinpl_trace():
 
 
 def test_formula_L_is_exact_for_a_quadratic_and_a_proven_bound_elsewhere(rng):
-    """x1^2 + x1 x2 + 5 x2^2: Hessian [[2, 1], [1, 10]], L = 6 + sqrt(17) everywhere. Rosenbrock in 2-d
+    """x1^2 + x1 x2 + 5 x2^2: Hessian [[2, 1], [1, 10]], L = 6 + sqrt(17) everywhere, bounded below
+    (the theorems apply; they do not to quadratics unbounded below). Rosenbrock in 2-d
     on [-2, 2]^2: interval arithmetic on each entry gives the hand-computed Gershgorin row sum
     |1200 x^2 - 400 y + 2| + |400 x| <= 5602 + 800 = 6402, above every Hessian norm sampled there."""
     quad = make_problem("expr:x1**2 + x1*x2 + 5*x2**2")
     assert quad.L == pytest.approx(6 + np.sqrt(17), rel=1e-14) and quad.smoothness_note == "global"
+    assert quad.lower_bounded and quad.theory_applies
+    for unbounded in ("x1**2 - x2**2", "x1**2 + x2"):                # indefinite; linear along a null direction
+        assert not make_problem("expr:" + unbounded).theory_applies
     rosen = make_problem("expr:100*(x2 - x1**2)**2 + (1 - x1)**2", box=(-2, 2), f_star=0, x_star=[1, 1])
     assert rosen.L == pytest.approx(6402, rel=1e-14) and not rosen.L_estimated
     assert rosen.smoothness_note == "on the box [-2, 2]^d"
