@@ -97,9 +97,10 @@ class _FiniteSumSampler:
     def constants(self, problem):
         """Expected-residual constants: E||grad f_S(x)||^2 <= 2A (f(x) - f_inf) + B ||grad f(x)||^2 + C
         (Khaled & Richtarik 2020; used by Oikonomou & Loizou 2025), with C = 2 A Delta_inf where
-        Delta_inf = f_inf - (1/n) sum_i inf f_i (None where inf f_i has no closed form)."""
+        Delta_inf = f_inf - (1/n) sum_i inf f_i, the infima from the problem's ``sample_infima()``
+        (None where they have no closed form)."""
         A, B = self.residual(problem)
-        inf_fi = _sample_infima(problem)
+        inf_fi = problem.sample_infima() if hasattr(problem, "sample_infima") else None
         C = None if inf_fi is None or problem.f_star is None else 2 * A * (problem.f_star - inf_fi.mean())
         return {"A": A, "B": B, "C": C}
 
@@ -168,12 +169,3 @@ def make_sampler(name: str, batch: int | None = None, problem=None):
         sampler.check(problem)
     return sampler
 
-
-def _sample_infima(problem):
-    """inf_x f_i(x) for each sample, where it has a closed form."""
-    if problem.name in ("least_squares", "ridge"):
-        sq = np.sum(problem.A**2, axis=1)
-        return 0.0 * sq if problem.reg == 0 else problem.reg * problem.b**2 / (2 * (sq + problem.reg))
-    if problem.name == "robust_regression":
-        return np.zeros(problem.n)
-    return None

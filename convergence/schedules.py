@@ -86,7 +86,7 @@ def diminishing(value: float, power: float) -> Schedule:
 # A safe parser for schedule expressions typed by users, e.g. "0.1/(k+1)**0.6" or "0.1/(k*log(k+2))".
 _FUNCS = {"log": sp.log, "ln": sp.log, "sqrt": sp.sqrt, "exp": sp.exp, "floor": sp.floor,
           "ceil": sp.ceiling, "min": sp.Min, "max": sp.Max}
-_CONSTS = {"k": k, "pi": sp.pi, "E": sp.E}
+_CONSTS = {"pi": sp.pi, "E": sp.E}
 _TOKEN = re.compile(r"[ \t]*(?:([0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?)|"
                     r"([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")     # ASCII only: no Unicode digits
 MAX_LENGTH = 2000       # characters in a user-written expression
@@ -94,7 +94,7 @@ MAX_DIGITS = 60         # characters in one number literal
 MAX_EXACT_POWER = 64    # number ** number beyond this exponent is kept as a float, not an exact integer
 
 
-def _tokens(text: str, name: str):
+def _tokens(text: str, name: str, words: str):
     pos, out = 0, []
     text = text.strip()
     if len(text) > MAX_LENGTH:
@@ -103,18 +103,33 @@ def _tokens(text: str, name: str):
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise InputError(f"{name} '{text}' cannot be parsed at '{text[pos:]}': use numbers, k, "
-                             f"+ - * / ** ( ) and {', '.join(_FUNCS)}", name)
+            raise InputError(f"{name} '{text}' cannot be parsed at '{text[pos:]}': use numbers, "
+                             f"{words}", name)
         num, word, op = m.groups()
         out.append(("num", num) if num else ("name", word) if word else ("op", op))
         pos = m.end()
     return out
 
 
-def parse_expression(text: str, name: str = "schedule") -> sp.Expr:
-    """Parse an arithmetic expression in k with a recursive-descent grammar (no eval); errors name
-    the parameter ``name`` the expression was given for."""
-    toks = _tokens(text, name)
+def _listing(names) -> str:
+    """'a, b, c', or 'first, ..., last' for a long list (the variables x1..xd)."""
+    names = list(names)
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]}, ..., {names[-1]}"
+
+
+def parse_expression(text: str, name: str = "schedule", variables: dict | None = None,
+                     functions: dict | None = None) -> sp.Expr:
+    """Parse an arithmetic expression with a recursive-descent grammar (no eval); errors name the
+    parameter ``name`` the expression was given for.
+
+    The variable is k and the functions are the schedules' own unless ``variables`` (name -> sympy
+    symbol) and ``functions`` (name -> callable building a sympy expression) replace them: the
+    objective functions of ``problems.expression`` use x1..xd and smooth functions only.
+    """
+    variables = {"k": k} if variables is None else variables
+    functions = _FUNCS if functions is None else functions
+    names = {**variables, **_CONSTS}
+    toks = _tokens(text, name, f"{_listing(variables)}, + - * / ** ( ) and {', '.join(functions)}")
     pos = depth = 0
 
     def fail(msg):
@@ -170,17 +185,21 @@ def parse_expression(text: str, name: str = "schedule") -> sp.Expr:
         if kind == "num":
             return _literal(val, fail)
         if kind == "name":
-            if val in _FUNCS:
+            if val in functions:
                 take("(")
                 args = [expr()]
                 while peek()[1] == ",":
                     take()
                     args.append(expr())
                 take(")")
-                return _FUNCS[val](*args)
-            if val in _CONSTS:
-                return _CONSTS[val]
-            fail(f"unknown name '{val}' (the variable is k; functions: {', '.join(_FUNCS)})")
+                try:
+                    return functions[val](*args)
+                except TypeError:            # a wrong number of arguments
+                    fail(f"{val}() does not take {len(args)} argument(s)")
+            if val in names:
+                return names[val]
+            fail(f"unknown name '{val}' (variables: {_listing(variables)}; functions: "
+                 f"{', '.join(functions)})")
         if val == "(":
             node = expr()
             take(")")

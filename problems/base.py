@@ -22,8 +22,10 @@ class Problem:
     x_star: np.ndarray | None = None     # a minimizer (dim,), None when unknown
     L: float = np.inf                    # gradient Lipschitz constant (see smoothness_note)
     smoothness_note: str = "global"      # "global" or where L holds, e.g. "on the box [-2, 2]^d"
+    L_estimated: bool = False            # True: L is sampled on the box, not a proven bound
     mu: float | None = None              # PL constant: ||grad f||^2 >= 2 mu (f - f*)
-    kl_exponent: float | None = None     # Lojasiewicz exponent theta where known
+    kl_exponent: float | None = None     # Lojasiewicz exponent theta: |f - f*|^theta <= c ||grad f||
+    kl_constant: float | None = None     # its c, for every x unless the docstring says where
     convex: bool = False
     strongly_convex_quadratic: bool = False   # f = 1/2 (x - x*)^T A (x - x*) with A positive definite
     lower_bounded: bool = True
@@ -31,6 +33,7 @@ class Problem:
     # f and grad compute each run's row by itself (elementwise numpy), so a run's numbers do not depend
     # on the other runs in its batch; False where they use matrix products (BLAS blocks rows)
     batch_invariant: bool = True
+    source: str | None = None            # a problem not shipped: its expression, class or data
 
     def __init__(self, dim: int):
         check_dim(type(self), dim)
@@ -71,9 +74,10 @@ class Problem:
     def metadata(self) -> dict:
         return {"name": self.name, "dim": self.dim, "f_star": self.f_star,
                 "x_star": None if self.x_star is None else np.asarray(self.x_star).tolist(),
-                "L": self.L, "smoothness": self.smoothness_note, "mu": self.mu,
-                "kl_exponent": self.kl_exponent, "convex": self.convex, "box": list(self.box),
-                "citation": self.citation}
+                "L": self.L, "smoothness": self.smoothness_note, "L_estimated": self.L_estimated,
+                "mu": self.mu, "kl_exponent": self.kl_exponent, "kl_constant": self.kl_constant,
+                "convex": self.convex, "box": list(self.box), "citation": self.citation,
+                "source": self.source}
 
 
 def check_dim(cls, dim) -> None:
@@ -83,3 +87,8 @@ def check_dim(cls, dim) -> None:
             cls.max_dim is not None and dim > cls.max_dim):
         raise InputError(f"problem '{cls.name}' does not support dim={dim}: "
                          f"use --dim between {cls.min_dim} and {upper}")
+
+
+def one_line(err) -> str:
+    """An exception's message on one line (error messages of this package are single lines)."""
+    return " ".join(str(err).split())

@@ -1,15 +1,22 @@
 """Shared fixtures: small instances of every problem, for gradient checks."""
 import numpy as np
 import pytest
+from scipy import sparse
 
-from problems import (LeastSquares, Logistic, Quadratic, Ridge, RobustRegression, Rosenbrock, Saddle,
-                      SinPL, StyblinskiTang)
+from problems import (LeastSquares, Logistic, Quadratic, Quartic, Ridge, RobustRegression, Rosenbrock, Saddle,
+                      Sextic, SinPL, SinPLSquared, StyblinskiTang, make_problem)
 
 
 def small_problems():
-    """One small instance of each registered problem (finite sums kept tiny for sympy)."""
+    """One small instance of each registered problem (finite sums kept tiny for sympy), a formula,
+    and finite sums on sparse user data (the sparse code paths of f, grad and the solvers)."""
+    A = sparse.random(6, 3, density=0.5, format="csr", random_state=3) + sparse.eye(6, 3, format="csr")
+    b = np.random.default_rng(3).standard_normal(6)
     return [Quadratic(3, kappa=10.0), SinPL(2), Rosenbrock(3), RobustRegression(3, n=5), Saddle(3),
-            StyblinskiTang(2), LeastSquares(3, n=4), Ridge(3, n=4), Logistic(3, n=6)]
+            StyblinskiTang(2), LeastSquares(3, n=4), Ridge(3, n=4), Logistic(3, n=6),
+            Quartic(3), Sextic(2), SinPLSquared(2),
+            make_problem("expr:x1**2 + 3*sin(x1)**2 + x2**4 + x1*x2", box=(-2, 2)),
+            make_problem("least_squares", A=A, b=b), make_problem("logistic", A=A, b=np.sign(b))]
 
 
 @pytest.fixture
