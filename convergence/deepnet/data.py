@@ -267,7 +267,7 @@ class DeviceSplit:
     def epoch_draws(self, seed: int, epoch: int):
         """The permutation and augmentation draws of an epoch: a pure function of (seed, epoch), drawn
         on the host so that every device and every rank sees the same numbers."""
-        from convergence.deepnet.optim import stream_seed
+        from convergence.random import stream_seed
         torch = self.torch
         gen = torch.Generator().manual_seed(stream_seed(seed, 0xDA7A, epoch))
         n = len(self)
