@@ -105,7 +105,7 @@ def _torch_run(model, loss, rule_name, options, t, r, iters, batch, dnsam=False)
 
 
 METHODS = [("gd", {}), ("sam", {}), ("usam", {}), ("unified", {"lam": 0.3}), ("fsam", {}),
-           ("vasso", {}), ("rsam", {"noise": 0.05}), ("dnsam", {}), ("msam", {"m": 2}),
+           ("vasso", {}), ("rsam", {"noise": 0.05}), ("dnsam", {}), ("asam", {}), ("msam", {"m": 2}),
            ("msam", {"m": 5, "base": "usam"})]
 
 
