@@ -64,7 +64,7 @@ def _train_worker(rank, world, port, tmp):
     y = np.arange(128) % 10
     x = (rng.integers(0, 128, (128, 32, 32, 3)) + 12 * y[:, None, None, None]).astype(np.uint8)
     data = Arrays("cifar10", x, y, x[:40], y[:40], tuple(str(i) for i in range(10)))
-    cfg = TrainConfig(model="tiny", method="sam", epochs=2, batch_size=32, probe_size=32, out=tmp,
+    cfg = TrainConfig(model="tiny", method="sam", epochs=2, batch_size=32, grad_subset=32, eval_batch=8, out=tmp,
                       progress=False, tensorboard=False, device="cpu", ddp_perturbation="local")
     summary = train(cfg, data)
     torch.save({"final": summary["final"], "world": summary["world_size"]}, os.path.join(tmp, f"train{rank}.pt"))
