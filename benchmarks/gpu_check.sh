@@ -34,6 +34,7 @@ if [ "$tiny" = 0 ] && ! "$python" -c "import sys, torch; sys.exit(0 if torch.cud
   tiny=1
 fi
 if [ "$tiny" = 1 ]; then
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}      # a shared CI machine: no spinning OpenMP threads
   step=(--device cpu --model tiny --opt-model tiny --batch 16 --steps 3 --opt-steps 3 --warmup 1)
   cifar=(--model tiny --epochs 1 --limit-train 256 --limit-test 128 --batch-size 32 --grad-subset 64 --device cpu)
   step_limit=60

@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e '.[deepnet]'")
+torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
 
 from convergence.deepnet.models import make_model  # noqa: E402
 from convergence.deepnet.optim import SAMFamily  # noqa: E402
@@ -13,6 +14,8 @@ from convergence.methods import make_method  # noqa: E402
 from convergence.runner import run  # noqa: E402
 from convergence.schedules import constant  # noqa: E402
 from problems import Quadratic  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 EIGS = [1.0, 2.0, 4.0]
 X0 = np.array([[1.0, -0.5, 0.3]])

@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("PIL")
+torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
+pytest.importorskip("PIL", reason="the deep-net module needs pillow: pip install -e \".[deepnet]\"")
 
 from convergence.deepnet.data import (CIFAR10_CLASSES, CIFAR10_PYTHON, CIFAR100_PYTHON, MEAN_STD,  # noqa: E402
                                       DeviceSplit, default_cifar10_path, load_cifar, read_python_archive)
 from convergence.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 ARCHIVE = default_cifar10_path()
 needs_archive = pytest.mark.skipif(not ARCHIVE.is_file(),

@@ -10,6 +10,7 @@ import warnings
 import pytest
 
 torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
 
 from convergence.deepnet.optim import SAMFamily  # noqa: E402
 from convergence.errors import InputError  # noqa: E402

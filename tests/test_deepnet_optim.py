@@ -3,7 +3,8 @@ one SAM step by hand, BatchNorm handling, state_dict round trip, bf16 autocast a
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
 
 from convergence.deepnet.optim import (SAMFamily, disable_running_stats, enable_running_stats,  # noqa: E402
                                        freeze_bn_stats)
@@ -15,6 +16,8 @@ from convergence.schedules import diminishing  # noqa: E402
 from convergence.vec import norm, normalize  # noqa: E402
 from problems import Quadratic  # noqa: E402
 from problems.finite_sum import RobustRegression  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 F64 = torch.float64
 

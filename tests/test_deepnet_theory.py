@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
 
 from convergence.deepnet.data import Arrays, DeviceSplit  # noqa: E402
 from convergence.deepnet.models import TinyCNN  # noqa: E402

@@ -4,11 +4,14 @@ import csv
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
 
 from convergence.deepnet.data import Arrays, default_cifar10_path  # noqa: E402
 from convergence.deepnet.train import TrainConfig, train  # noqa: E402
 from experiments import run_cifar  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 
 def _synthetic(n_train=192, n_test=64, seed=0):
@@ -178,3 +181,13 @@ def test_table_writes_its_figures_atomically(table_dir, capsys, monkeypatch):
     code, (out, _) = _table(table_dir, capsys)
     assert code == 0 and written == ["theory.png", "theory.pdf"] and "| constant | 1 |" in out
     assert (table_dir / "theory.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    """--compile (torch.compile of the training forward) with SAM's re-pointed parameters: the same
+    training as eager, up to float32 reordering (about a minute of compilation on a CPU)."""
+    eager = train(_cfg(tmp_path / "eager", epochs=2, method="sam"), _synthetic())
+    compiled = train(_cfg(tmp_path / "compiled", epochs=2, method="sam", compile=True), _synthetic())
+    for key in ("train_loss", "test_loss", "grad_norm", "step_norm"):
+        assert compiled["final"][key] == pytest.approx(eager["final"][key], rel=1e-4), key

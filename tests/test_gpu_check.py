@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args):
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=300)
 
