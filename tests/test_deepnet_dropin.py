@@ -138,10 +138,11 @@ def test_per_group_rho_is_honoured():
 
 
 # ------------------------------------------------------------------- loss.backward(); opt.step(closure)
-def test_backward_then_step_closure_runs_two_passes_as_the_widely_used_sam():
+@pytest.mark.parametrize("set_to_none", [True, False], ids=["grads-None", "grads-zeroed-in-place"])
+def test_backward_then_step_closure_runs_two_passes_as_the_widely_used_sam(set_to_none):
     """Its README loop: loss.backward(); opt.step(closure); opt.zero_grad(). Rejects an optimizer that
-    ignores the gradients already computed and runs the closure twice (three passes, and the first
-    pass's gradient at x_k counted twice by a non-zeroing user)."""
+    ignores the gradients already computed and runs the closure twice (three passes), also when the
+    backward adds into zeroed gradient tensors (zero_grad(set_to_none=False): same tensors, new version)."""
     ours, ref = _net(), _net()
     o, r = SAMFamily(ours.parameters(), torch.optim.SGD, **KW), RefSAM(ref.parameters(), torch.optim.SGD, **KW)
     calls = []
@@ -155,13 +156,13 @@ def test_backward_then_step_closure_runs_two_passes_as_the_widely_used_sam():
     for _ in range(3):
         _loss(ours).backward()
         o.step(closure)
-        o.zero_grad()
+        o.zero_grad(set_to_none)
         _loss(ref).backward()
         r.step(lambda: _loss(ref).backward())
-        r.zero_grad()
+        r.zero_grad(set_to_none)
     assert len(calls) == 3                                    # one closure pass per step
     assert _same(ours, ref)
-    # without a backward before it (zeroed gradients) step(closure) runs both passes itself
+    # without a backward before it step(closure) runs both passes itself
     calls.clear()
     o.step(closure)
     assert len(calls) == 2

@@ -56,6 +56,7 @@ processes against one process (tests/test_deepnet_ddp.py).
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import numpy as np
 import torch
@@ -147,6 +148,12 @@ def _owned(params) -> tuple[ParamVec, set]:
     for i, copy in zip(views, torch._foreach_mul([grads[i] for i in views], 1) if views else ()):
         grads[i] = copy
     return ParamVec(grads), missing
+
+
+def _gradient_marks(params) -> tuple[list, list]:
+    """The gradient tensors in ``p.grad`` (kept, so that their ids stay theirs) and their versions."""
+    grads = [p.grad for p in params]
+    return grads, [-1 if g is None else g._version for g in grads]
 
 
 def _nonfinite(g: ParamVec) -> torch.Tensor:
@@ -392,14 +399,15 @@ class SAMFamily(torch.optim.Optimizer):
         return ParamVec.from_flat(flat, g.tensors)
 
     def _remember_gradients(self, params) -> None:
-        self._left = [(p.grad, None if p.grad is None else p.grad._version) for p in params]
+        self._left = _gradient_marks(params)
 
     def _fresh_gradients(self, params) -> bool:
-        """Did a backward run since the last step or zero_grad (``loss.backward(); opt.step(closure)``)?"""
-        if self._left is None:
-            return any(p.grad is not None for p in params)
-        return any(p.grad is not None and (p.grad is not t or p.grad._version != v)
-                   for p, (t, v) in zip(params, self._left))
+        """Did a backward run since the last step or zero_grad (``loss.backward(); opt.step(closure)``)?
+        A backward leaves new gradient tensors, or adds into the old ones (their version changes)."""
+        grads, versions = _gradient_marks(params)
+        if self._left is not None and versions == self._left[1] and all(map(operator.is_, grads, self._left[0])):
+            return False
+        return any(g is not None for g in grads)
 
     def zero_grad(self, set_to_none: bool = True):
         super().zero_grad(set_to_none)
