@@ -7,6 +7,7 @@ one curve per schedule (median over seeds, min-max band), log scale, PNG and PDF
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from figures.convergence import PALETTE, plt, save
 
@@ -32,6 +33,7 @@ def theory_figure(rows: list[dict], stem, title: str = ""):
                 ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2)
         ax.set_yscale("log")
         ax.set_xlabel("epoch e")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label)
     axes[0].legend()
     if title:
