@@ -345,6 +345,7 @@ class SAMFamily(torch.optim.Optimizer):
         return self.param_groups[0]["rho"]
 
     def set_rho(self, rho: float) -> None:
+        """Every parameter group's radius (a per-group rho is set in ``param_groups`` directly)."""
         for group in self.param_groups:
             group["rho"] = float(rho)
 
@@ -469,7 +470,8 @@ class SAMFamily(torch.optim.Optimizer):
     def step(self, closure=None, batch=None, full_closure=None, scaler=None):
         """One step: g_k from the rule (the closure runs forward + backward, called as
         ``closure(*batch)`` when ``batch`` is given, else ``closure()``), then the base step.
-        Returns the loss of the first pass (at x_k for all rules but RSAM). Without a closure it
+        Returns the loss of the first pass (at x_k for all rules but RSAM; after a
+        ``loss.backward()``, the closure's loss at the perturbed point). Without a closure it
         completes a pending ``first_step()`` (what ``second_step()`` and ``GradScaler.step`` call)."""
         if self._pending is not None:
             if closure is not None:
