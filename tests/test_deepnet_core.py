@@ -115,7 +115,8 @@ def _tiny_data():
 def _cfg(out, epochs, resume=False):
     from convergence.deepnet.train import TrainConfig
     return TrainConfig(model="tiny", epochs=epochs, batch_size=16, out=str(out), resume=resume, device="cpu",
-                       grad_subset=32, eval_batch=8, dnsam_size=16, progress=False, tensorboard=False, stepsize="diminish1")
+                       grad_subset=32, eval_batch=8, dnsam_size=16, progress=False, tensorboard=False,
+                       stepsize="diminish1")
 
 
 def test_resume_is_bit_identical_and_a_corrupt_checkpoint_is_refused(tmp_path):

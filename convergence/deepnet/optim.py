@@ -337,7 +337,7 @@ class SAMFamily(torch.optim.Optimizer):
         self._pending = None         # (params, x_k, new state, inf, scaler) between first_step and second_step
         self._ctx = None
         self._buffer = None          # storage of the perturbed points, reused step after step
-        self._left = None            # (p.grad, its version) as the last step or zero_grad left them
+        self._left = None            # (p.grad tensors, their versions) as the last step or zero_grad left them
 
     # ------------------------------------------------------------------ small accessors
     @property
@@ -414,12 +414,11 @@ class SAMFamily(torch.optim.Optimizer):
         super().zero_grad(set_to_none)
         self._remember_gradients([p for g in self.param_groups for p in g["params"] if p.requires_grad])
 
-    def _descend(self, params, g: ParamVec, state, missing=(), scaler=None, inf=None) -> bool:
+    def _descend(self, params, g: ParamVec, state, missing=(), scaler=None, inf=None) -> None:
         """The base step with g_k as the gradient; parameters in ``missing`` (no gradient in any pass)
         keep ``p.grad = None``, so weight decay and momentum skip them as without SAM. With a
         GradScaler (``scaler``, or GradScaler.step's ``grad_scale``/``found_inf``) g_k is still scaled:
-        it is unscaled, and the step is skipped when it or an ascent gradient (``inf``) is not finite.
-        Returns whether the step was taken."""
+        it is unscaled, and the step is skipped when it or an ascent gradient (``inf``) is not finite."""
         for i, (p, gi) in enumerate(zip(params, g.tensors)):
             p.grad = None if i in missing else gi
         grads = [p.grad for p in params if p.grad is not None]
@@ -435,14 +434,13 @@ class SAMFamily(torch.optim.Optimizer):
             found = found | inf
         if found is not None and bool(found):        # one host sync, as GradScaler.step makes
             self._remember_gradients(params)
-            return False
+            return
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         self.base_optimizer.step()
         self.rule_state, self._initialized = state, True
         self.k += 1
         self._remember_gradients(params)
-        return True
 
     @staticmethod
     def _as_batch(batch):

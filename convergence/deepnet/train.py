@@ -254,6 +254,19 @@ def _plain_closure(model, device, amp):
     return closure
 
 
+def _subset_closure(model, batches, device, amp):
+    """closure(): back-propagate the mean cross-entropy over the fixed ``batches`` (DNSAM's full
+    gradient, estimated on a fixed training subset at every step)."""
+    n = sum(len(y) for _, y in batches)
+
+    def closure():
+        for xb, yb in batches:
+            with _autocast(device, amp):
+                logits = model(xb)
+            (F.cross_entropy(logits.float(), yb, reduction="sum") / n).backward()
+    return closure
+
+
 def gradient_error(model, opt: SAMFamily, params, batch, device, amp, full_closure) -> float:
     """||g_k - grad f_S(w)||: the method's gradient (perturbation included) against the plain gradient
     on the fixed batch S (BatchNorm with batch statistics, running ones untouched; no communication)."""
@@ -368,14 +381,8 @@ def train(cfg: TrainConfig, data=None) -> dict:
                     weight_decay=cfg.weight_decay, **({"fused": True} if cuda else {}))
     full_closure = None
     if make_method(cfg.method, **cfg.method_options).needs_full_gradient:
-        dn = list(train_split.eval_batches(local_batch, limit=cfg.dnsam_size))
-        dn_n = sum(len(y) for _, y in dn)
-
-        def full_closure():                        # DNSAM's ||grad f||: a fixed subset, every step
-            for xb, yb in dn:
-                with _autocast(device, amp):
-                    logits = model(xb)
-                (F.cross_entropy(logits.float(), yb, reduction="sum") / dn_n).backward()
+        full_closure = _subset_closure(model, list(train_split.eval_batches(local_batch, limit=cfg.dnsam_size)),
+                                       device, amp)
 
     rows, start = [], 0
     if state is not None:
