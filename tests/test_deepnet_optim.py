@@ -447,3 +447,14 @@ def test_refused_first_step_and_pending_load_leave_everything_as_it_was():
     with pytest.raises(RuntimeError, match="second_step"):
         opt.state_dict()
     assert opt.k == 1 and opt.rule_state is not None
+
+
+def test_from_flat_keeps_each_tensors_layout():
+    """A flattened vector put back into channels_last tensors gets their strides (a fused optimizer
+    pairs parameter and gradient by memory order) and their values in logical order."""
+    conv = torch.randn(4, 3, 2, 2).to(memory_format=torch.channels_last)
+    bias = torch.randn(4, dtype=F64)
+    v = ParamVec([conv, bias])
+    back = ParamVec.from_flat(v.flat(), v.tensors)
+    assert back.tensors[0].stride() == conv.stride() and back.tensors[1].dtype == F64
+    assert torch.equal(back.tensors[0], conv) and torch.equal(back.tensors[1], bias)

@@ -138,10 +138,10 @@ class ParamVec:
 
     @staticmethod
     def from_flat(flat: torch.Tensor, like) -> "ParamVec":
-        """The inverse of ``flat``: ``flat`` cut into pieces shaped, typed and placed like the
-        tensors ``like``."""
+        """The inverse of ``flat``: ``flat`` cut into new tensors shaped, typed, placed and laid out
+        (channels_last included: fused optimizers pair tensors by memory order) like ``like``."""
         pieces = flat.split([t.numel() for t in like])
-        return ParamVec([c.view_as(t).to(device=t.device, dtype=t.dtype) for c, t in zip(pieces, like)])
+        return ParamVec([torch.empty_like(t).copy_(c.view(t.shape)) for c, t in zip(pieces, like)])
 
     def __repr__(self):
         tensors = self._terms[0][1]
