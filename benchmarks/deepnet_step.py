@@ -1,20 +1,21 @@
 """Step time of the SAM-family torch optimizer, against SGD and against a plain per-parameter-loop SAM.
 
     python benchmarks/deepnet_step.py                       # CPU: tiny CNN steps, ResNet-18 optimizer
-    python benchmarks/deepnet_step.py --device cuda         # GPU: ResNet-18, batch 128
+    python benchmarks/deepnet_step.py --device cuda --amp --channels-last --sync-debug   # GPU: ResNet-18, batch 128
     python benchmarks/deepnet_step.py --model resnet18 --batch 16 --steps 10   # CPU, full steps of a real network
 
-Two phases. Full steps: same model, same (synthetic) batch, same base SGD for every variant; variants
-alternate step by step so drifts of the machine hit all of them alike; the median step time is
-reported. Optimizer alone: first_step + second_step with fixed gradients on ``--opt-model`` (ResNet-18
-by default: 62 tensors, 11.2 M parameters), ours and the loop alternating, in a phase of its own so
-that no forward/backward pass (and its busy threads) runs between them. Printed:
+Two phases. Full steps: same model, same (synthetic) batch, same base SGD (fused on CUDA) for every
+variant; variants alternate step by step so drifts of the machine hit all of them alike; the median
+step time is reported. Optimizer alone: first_step + second_step with fixed gradients on
+``--opt-model`` (ResNet-18 by default: 62 tensors, 11.2 M parameters), ours and the loop alternating,
+in a phase of its own so that no forward/backward pass (and its busy threads) runs between them. Printed:
   sam_over_sgd      ours (step(closure)) / plain torch SGD; the floor is 2.0 (two forward-backward
                     passes), the target <= 2.05
   ours_over_loop    full step, ours / the per-parameter-loop SAM written below (the widely used PyTorch
                     SAM's structure), next to its floor 2 fwd_bwd / loop: the ratio an optimizer that
                     cost nothing would reach (on a CPU the passes dominate, so the floor is near 1)
   optimizer_only    the optimizer's own time, ours / loop; target <= 0.9
+  host_syncs        (--sync-debug, CUDA) synchronisations CUDA reports during 5 SAM steps; target 0
 and images/s for each variant. The loop reference and ours reach the same parameters after one
 step in float64 (checked, printed).
 """
@@ -34,6 +35,7 @@ import torch.nn.functional as F                           # noqa: E402
 
 from convergence.deepnet.models import make_model        # noqa: E402
 from convergence.deepnet.optim import SAMFamily, disable_running_stats, enable_running_stats  # noqa: E402
+from convergence.trace import atomic_write               # noqa: E402
 
 
 class LoopSAM(torch.optim.Optimizer):
@@ -66,8 +68,10 @@ class LoopSAM(torch.optim.Optimizer):
 
 
 def same_step(model_name, batch):
-    """One step of ours and of the loop SAM from the same start, in float64 on the CPU: the same
-    parameters (in float32 a deep net amplifies the different roundings of the two formulas)."""
+    """One step of ours and of the loop SAM from the same start, in float64 on the CPU (at most 8
+    images): the same parameters (in float32 a deep net amplifies the different roundings of the two
+    formulas)."""
+    batch = min(batch, 8)
     torch.manual_seed(1)
     x = torch.randn(batch, 3, 32, 32, dtype=torch.float64)
     y = torch.randint(0, 10, (batch,))
@@ -105,14 +109,13 @@ def timed(variants: dict, steps: int, warmup: int, sync) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def optimizer_only(model_name, dev, steps, warmup, sync) -> dict:
+def optimizer_only(model_name, dev, steps, warmup, sync, kw) -> dict:
     """first_step + second_step of ours and of the loop SAM with fixed gradients (no passes)."""
     torch.manual_seed(0)
     m_ours = make_model(model_name).to(dev)
     m_loop = make_model(model_name).to(dev)
     m_loop.load_state_dict(m_ours.state_dict())
     grads = [torch.randn_like(p) * 1e-3 for p in m_ours.parameters()]
-    kw = dict(lr=0.01, momentum=0.0, weight_decay=1e-3)
     ours = SAMFamily(m_ours.parameters(), torch.optim.SGD, method="sam", rho=0.05, **kw)
     loop = LoopSAM(m_loop.parameters(), torch.optim.SGD, rho=0.05, **kw)
 
@@ -144,7 +147,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    ap.add_argument("--sync-debug", action="store_true",
+                    help="CUDA: count the host synchronisations of 5 SAM steps (torch.cuda.set_sync_debug_mode)")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file (atomically)")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -175,7 +180,7 @@ def main(argv=None):
         return m
 
     m_sgd, m_ours, m_two, m_loop, m_fb = fresh(), fresh(), fresh(), fresh(), fresh()
-    kw = dict(lr=0.01, momentum=0.0, weight_decay=1e-3)
+    kw = dict(lr=0.01, momentum=0.0, weight_decay=1e-3, **({"fused": True} if cuda else {}))
     sgd = torch.optim.SGD(m_sgd.parameters(), **kw)
     ours = SAMFamily(m_ours.parameters(), torch.optim.SGD, method="sam", rho=0.05, model=m_ours, **kw)
     two = SAMFamily(m_two.parameters(), torch.optim.SGD, method="sam", rho=0.05, **kw)
@@ -219,10 +224,12 @@ def main(argv=None):
 
     med = timed({"sgd": step_sgd, "sam_ours": step_ours, "sam_ours_two_call": step_two,
                  "sam_loop": step_loop, "fwd_bwd": step_fb}, steps, args.warmup, sync)
-    alone = optimizer_only(args.opt_model, dev, opt_steps, args.warmup, sync)
+    alone = optimizer_only(args.opt_model, dev, opt_steps, args.warmup, sync, kw)
     same = same_step(model_name, args.batch)
+    syncs = count_syncs(step_ours, 5) if args.sync_debug and cuda else None
     fb = med["fwd_bwd"]
     res = {"device": str(dev), "model": model_name, "batch": args.batch, "steps": steps, "amp": args.amp,
+           "channels_last": args.channels_last, "host_syncs": syncs,
            "torch": torch.__version__, "threads": torch.get_num_threads(),
            "median_step_s": med,
            "images_per_s": {k: args.batch / v for k, v in med.items()},
@@ -246,9 +253,26 @@ def main(argv=None):
           f"{alone['median_s']['loop'] * 1e3:.2f} ms")
     print(f"  optimizer_only ours/loop {alone['ours_over_loop']:.3f}   (target <= 0.9)")
     print(f"  same parameters (ours vs loop): {same}")
+    if args.sync_debug:
+        print(f"  host_syncs in 5 SAM steps: {syncs if cuda else 'not measured (CUDA only)'}   (target 0)")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        atomic_write(args.json, json.dumps(res, indent=2) + "\n")
     return res
+
+
+def count_syncs(step, n: int) -> int:
+    """Synchronisations with the host that CUDA's sync debug mode reports during ``n`` calls of step."""
+    import warnings
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(n):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 if __name__ == "__main__":

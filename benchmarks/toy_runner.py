@@ -14,7 +14,6 @@ Last line: ``speedup_vs_naive=X fused_ratio=Y``. Targets: X >= 50, Y >= 0.5.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time

@@ -1,16 +1,19 @@
 """Sweep learning-rate schedules x seeds with run_cifar, then tabulate the final test accuracy (mean
-+- 95 % CI over seeds, as in the fundamental-SAM paper's tables) and plot ||grad f|| per epoch.
++- 95 % CI over seeds, as in the fundamental-SAM paper's tables) and ||grad F|| of the trained
+objective, and plot the theory's quantities per epoch (||grad F(w_e)||, ||w_e - w_{e-1}||).
 
 examples:
   python -m experiments.cifar_table --schedules constant,diminish1,diminish2,diminish3 --seeds 0,1,2 \\
       --out results/cifar-table -- --model resnet18 --method sam --epochs 200
+  python -m experiments.cifar_table --schedules diminish1,diminish2,diminish3 --seeds 0,1,2 \\
+      --out results/cifar-table-theory -- --model resnet18 --method sam --rho-schedule diminish1 --require-theory
   python -m experiments.cifar_table --schedules constant@0.1,constant@0.01,constant@0.001 --seeds 0,1,2
   python -m experiments.cifar_table --table-only --out results/cifar-table     # aggregate finished runs
 
 A schedule is a run_cifar --stepsize, optionally with its lr as name@lr. Flags after "--" go to every
-run_cifar call (model, method, epochs, ...). Each run lives in <out>/<schedule>-seed<seed>/; finished
-runs are skipped and interrupted ones resumed, so the command can be re-run. Writes table.csv,
-table.md and grad_norm.png/.pdf under --out.
+run_cifar call (model, method, epochs, --rho-schedule, ...). Each run lives in <out>/<schedule>-seed<seed>/;
+finished runs are skipped and interrupted ones resumed, so the command can be re-run. Writes table.csv,
+table.md and theory.png/.pdf under --out.
 """
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ def read_run(folder: Path):
         path = metrics
         with open(metrics) as f:
             rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        if not rows or not {"test_acc", "grad_norm_est"} <= rows[-1].keys():
+        if not rows or not {"test_acc", "grad_norm", "step_norm"} <= rows[-1].keys():
             raise ValueError("no complete epoch row")
     except (OSError, ValueError, TypeError) as exc:        # JSONDecodeError is a ValueError
         raise InputError(f"{path} is truncated or damaged ({exc}): delete {folder} and rerun to recompute "
@@ -109,58 +112,46 @@ def read_run(folder: Path):
     return info, rows
 
 
+FIELDS = ["schedule", "runs", "test_acc_mean", "test_acc_ci95", "test_acc_runs", "grad_norm_final", "theory"]
+
+
 def tabulate(out: Path, schedules, seeds):
+    """table.csv/md (final test accuracy and ||grad F||, whether the schedules meet a convergence
+    theorem's hypotheses) and the theory figure, over the finished, undiverged runs."""
     from convergence.trace import atomic_write
-    table, curves = [], {}
+    from figures.deepnet import theory_figure
+    table, curves = [], []
     for label, _, _ in schedules:
-        accs, per_epoch = [], []
+        finals, verdicts = [], set()
         for seed in seeds:
             got = read_run(out / f"{label}-seed{seed}")
             if got is None or got[0]["status"] != "ok":
                 continue
-            accs.append(got[1][-1]["test_acc"])
-            per_epoch.append([r["grad_norm_est"] for r in got[1]])
-        if not accs:
+            finals.append(got[1][-1])
+            verdicts.add(got[0]["config"].get("theory_verdict", ""))
+            curves += [{"schedule": label, "seed": seed, **r} for r in got[1]]
+        if not finals:
             continue
-        mean, half = ci95(accs)
-        table.append({"schedule": label, "runs": len(accs), "test_acc_mean": mean, "test_acc_ci95": half,
-                      "test_acc_runs": " ".join(f"{a:.4f}" for a in accs)})
-        curves[label] = per_epoch
+        mean, half = ci95([r["test_acc"] for r in finals])
+        table.append({"schedule": label, "runs": len(finals), "test_acc_mean": mean, "test_acc_ci95": half,
+                      "test_acc_runs": " ".join(f"{r['test_acc']:.4f}" for r in finals),
+                      "grad_norm_final": sum(r["grad_norm"] for r in finals) / len(finals),
+                      "theory": "hypotheses hold" if verdicts == {""} else "not shown"})
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["schedule", "runs", "test_acc_mean", "test_acc_ci95", "test_acc_runs"],
-                       lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     w.writeheader()
     w.writerows(table)
     atomic_write(out / "table.csv", buf.getvalue())
-    md = ["| schedule | runs | final test accuracy (%) |", "|---|---|---|"]
+    md = ["| schedule | runs | final test accuracy (%) | final ‖∇F‖ | convergence theorem |", "|---|---|---|---|---|"]
     for r in table:
         ci = "" if math.isnan(r["test_acc_ci95"]) else f" ± {100 * r['test_acc_ci95']:.2f}"
-        md.append(f"| {r['schedule']} | {r['runs']} | {100 * r['test_acc_mean']:.2f}{ci} |")
+        md.append(f"| {r['schedule']} | {r['runs']} | {100 * r['test_acc_mean']:.2f}{ci} | "
+                  f"{r['grad_norm_final']:.3g} | {r['theory']} |")
     atomic_write(out / "table.md", "\n".join(md) + "\n")
     print("\n".join(md))
     if curves:
-        plot(out, curves)
+        theory_figure(curves, out / "theory")
     return table
-
-
-def plot(out: Path, curves):
-    import numpy as np
-
-    from figures.convergence import plt, save
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, runs in curves.items():
-        n = min(len(r) for r in runs)
-        arr = np.array([r[:n] for r in runs])
-        ep = np.arange(n)
-        ax.plot(ep, np.median(arr, axis=0), label=f"{label} ({len(runs)} seeds)")
-        if len(runs) > 1:
-            ax.fill_between(ep, arr.min(axis=0), arr.max(axis=0), alpha=0.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("||grad f|| estimate (fixed training subset)")
-    ax.legend()
-    fig.tight_layout()
-    save(fig, out / "grad_norm")                   # PNG and PDF, atomically
 
 
 def main(argv=None) -> int:

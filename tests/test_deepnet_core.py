@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e '.[deepnet]'")
+torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
 
 from convergence.deepnet.models import make_model  # noqa: E402
 from convergence.deepnet.optim import SAMFamily  # noqa: E402
@@ -13,6 +14,8 @@ from convergence.methods import make_method  # noqa: E402
 from convergence.runner import iterate as run  # noqa: E402
 from convergence.schedules import constant  # noqa: E402
 from problems import Quadratic  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 EIGS = [1.0, 2.0, 4.0]
 X0 = np.array([[1.0, -0.5, 0.3]])
@@ -112,7 +115,8 @@ def _tiny_data():
 def _cfg(out, epochs, resume=False):
     from convergence.deepnet.train import TrainConfig
     return TrainConfig(model="tiny", epochs=epochs, batch_size=16, out=str(out), resume=resume, device="cpu",
-                       probe_size=32, dnsam_size=16, progress=False, tensorboard=False, stepsize="diminish1")
+                       grad_subset=32, eval_batch=8, dnsam_size=16, progress=False, tensorboard=False,
+                       stepsize="diminish1")
 
 
 def test_resume_is_bit_identical_and_a_corrupt_checkpoint_is_refused(tmp_path):

@@ -2,18 +2,23 @@
 CIFAR-100 reader, and the epoch schedules."""
 import io
 import math
+import os
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("PIL")
+torch = pytest.importorskip("torch", reason="the deep-net module needs torch: pip install -e \".[deepnet]\"")
+torch.set_num_threads(1)        # tiny CPU models: spinning OpenMP threads cost 40x on a busy 2-core machine
+pytest.importorskip("PIL", reason="the deep-net module needs pillow: pip install -e \".[deepnet]\"")
 
-from convergence.deepnet.data import (CIFAR10_CLASSES, DeviceSplit, default_cifar10_path,  # noqa: E402
-                                      load_cifar10, load_cifar100)
+from convergence.deepnet.data import (CIFAR10_CLASSES, CIFAR10_PYTHON, CIFAR100_PYTHON, MEAN_STD,  # noqa: E402
+                                      DeviceSplit, default_cifar10_path, load_cifar, read_python_archive)
 from convergence.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.torch
 
 ARCHIVE = default_cifar10_path()
 needs_archive = pytest.mark.skipif(not ARCHIVE.is_file(),
@@ -25,7 +30,7 @@ def small(tmp_path_factory):
     """300 training and 100 test images decoded from the archive (empty cache: a partial decode)."""
     if not ARCHIVE.is_file():
         pytest.skip(f"CIFAR-10 archive absent at {ARCHIVE} (set SAMCONV_CIFAR10)")
-    return load_cifar10(ARCHIVE, tmp_path_factory.mktemp("cache"), limit_train=300, limit_test=100)
+    return load_cifar("cifar10", ARCHIVE, tmp_path_factory.mktemp("cache"), limit_train=300, limit_test=100)
 
 
 @needs_archive
@@ -53,16 +58,16 @@ def test_real_images_shapes_labels(small):
 @needs_archive
 def test_limits_beyond_the_data_are_refused(tmp_path):
     with pytest.raises(InputError, match="--limit-test"):
-        load_cifar10(ARCHIVE, tmp_path, limit_train=10, limit_test=10_001)
+        load_cifar("cifar10", ARCHIVE, tmp_path, limit_train=10, limit_test=10_001)
 
 
 def test_missing_and_corrupt_archive_give_one_clear_error(tmp_path):
     with pytest.raises(InputError, match="not found .*SAMCONV_CIFAR10"):
-        load_cifar10(tmp_path / "none.tar.gz", tmp_path)
+        load_cifar("cifar10", tmp_path / "none.tar.gz", tmp_path)
     bad = tmp_path / "cifar10-jpeg.tar.gz"
     bad.write_bytes(b"not an archive")
     with pytest.raises(InputError, match="corrupt"):
-        load_cifar10(bad, tmp_path / "cache", limit_train=10, limit_test=10)
+        load_cifar("cifar10", bad, tmp_path / "cache", limit_train=10, limit_test=10)
 
 
 def test_device_crop_and_flip_match_per_image_reference():
@@ -117,36 +122,57 @@ def test_explicit_archive_is_checked_even_when_the_cache_hits(tmp_path, monkeypa
     monkeypatch.delenv("SAMCONV_CIFAR10", raising=False)
     empty = tmp_path / "empty.tar.gz"
     empty.write_bytes(b"")
-    with pytest.raises(InputError, match="empty.tar.gz is corrupt or not the expected file"):
-        load_cifar10(empty, tmp_path)
+    with pytest.raises(InputError, match="empty.tar.gz is corrupt or not a known archive"):
+        load_cifar("cifar10", empty, tmp_path)
     monkeypatch.setattr(data_module, "default_cifar10_path", lambda: tmp_path / "absent.tar.gz")
-    assert load_cifar10(None, tmp_path) is not None        # default path: the cache alone is enough
+    assert load_cifar("cifar10", None, tmp_path) is not None        # default path: the cache alone is enough
 
 
-def _cifar100_archive(path, parts):
-    """A tar.gz of pickled members cifar-100-python/<name> (``parts``: name -> object)."""
+def _pickled_archive(path, folder, parts):
+    """A tar.gz of pickled members <folder>/<name> (``parts``: name -> object), as the standard
+    CIFAR archives are made."""
     with tarfile.open(path, "w:gz") as tf:
         for name, obj in parts.items():
             data = pickle.dumps(obj)
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
 
 
-def test_cifar100_reader_on_a_synthetic_archive(tmp_path):
-    rng = np.random.default_rng(0)
-    x_train = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
-    path = _cifar100_archive(tmp_path / "cifar-100-python.tar.gz", {
-        "train": {b"data": x_train, b"fine_labels": list(range(20))},
-        "test": {b"data": x_train[:5], b"fine_labels": list(range(5))},
-        "meta": {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}})
-    d = load_cifar100(path)
-    assert d.x_train.shape == (20, 32, 32, 3) and d.y_test.tolist() == [0, 1, 2, 3, 4]
-    np.testing.assert_array_equal(d.x_train[3, :, :, 2], x_train[3, 2048:].reshape(32, 32))   # CHW -> HWC
-    assert d.classes[7] == "c7" and d.mean_std[0][0] == 0.5071
-    with pytest.raises(InputError, match="not found"):
-        load_cifar100(tmp_path / "none.tar.gz")
+def _fake_standard(path, spec, per_class=(3, 1), seed=0):
+    """A tiny archive in ``spec``'s standard pickle format: ``per_class`` (train, test) images of
+    each class in shuffled order, split over the train members; returns (path, x_train, y_train)."""
+    rng = np.random.default_rng(seed)
+    parts, split = {}, {}
+    for kind, n in zip(("train", "test"), per_class):
+        y = rng.permutation(np.repeat(np.arange(spec.classes), n))
+        split[kind] = (rng.integers(0, 256, (len(y), 3072), dtype=np.uint8), y)
+    x, y = split["train"]
+    for i, (xs, ys) in enumerate(zip(np.array_split(x, len(spec.train)), np.array_split(y, len(spec.train)))):
+        parts[spec.train[i]] = {b"data": xs, spec.labels: ys.tolist()}
+    parts[spec.test] = {b"data": split["test"][0], spec.labels: split["test"][1].tolist()}
+    parts[spec.meta] = {spec.names: [f"c{i}".encode() for i in range(spec.classes)]}
+    folder = "cifar-10-batches-py" if spec.dataset == "cifar10" else "cifar-100-python"
+    return _pickled_archive(path, folder, parts), x, y
+
+
+@pytest.mark.parametrize("spec", [CIFAR10_PYTHON, CIFAR100_PYTHON], ids=["cifar10", "cifar100"])
+def test_standard_archive_reader_on_a_fake_archive(tmp_path, spec):
+    """Rows are CHW (1024 red, 1024 green, 1024 blue values); images come out HWC, class-balanced
+    (the i-th image of class c at position i * classes + c), each with its own label. Rejects a
+    reader that reshapes rows as HWC, or reorders images without their labels."""
+    path, x, y = _fake_standard(tmp_path / spec.file, spec)
+    d = read_python_archive(path, spec)
+    assert d.x_train.shape == (3 * spec.classes, 32, 32, 3) and d.x_test.shape == (spec.classes, 32, 32, 3)
+    np.testing.assert_array_equal(d.y_train, np.tile(np.arange(spec.classes), 3))
+    for pos in (0, 1, spec.classes + 2, 3 * spec.classes - 1):          # each image is a row of its class
+        i, c = divmod(pos, spec.classes)
+        row = x[np.flatnonzero(y == c)[i]]
+        np.testing.assert_array_equal(d.x_train[pos, :, :, 2], row[2048:].reshape(32, 32))
+        np.testing.assert_array_equal(d.x_train[pos].transpose(2, 0, 1).reshape(-1), row)
+    assert d.classes[7] == (CIFAR10_CLASSES[7] if spec.dataset == "cifar10" else "c7")
+    assert d.mean_std == MEAN_STD[spec.dataset]
 
 
 GOOD = {b"data": np.zeros((4, 3072), np.uint8), b"fine_labels": [0, 1, 2, 99]}
@@ -160,21 +186,100 @@ GOOD = {b"data": np.zeros((4, 3072), np.uint8), b"fine_labels": [0, 1, 2, 99]}
     {"train": [1, 2, 3], "test": GOOD},                                    # not a dict
     {"test": GOOD},                                                        # no train member
 ])
-def test_cifar100_wrong_archive_is_one_line_naming_the_format(tmp_path, parts):
+def test_a_damaged_standard_archive_is_one_line_naming_the_format(tmp_path, parts):
     path = tmp_path / "c100.tar.gz"
     if parts is None:
         path.write_bytes(b"")
     else:
-        _cifar100_archive(path, parts)
+        _pickled_archive(path, "cifar-100-python", parts)
     with pytest.raises(InputError, match="cifar-100-python.tar.gz") as err:
-        load_cifar100(path)
+        read_python_archive(path, CIFAR100_PYTHON)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_the_official_checksums_are_pinned():
+    """The sha256 of the official archives (as pinned by Keras and torchvision); their md5 sums,
+    published by the site, are in the README."""
+    assert CIFAR10_PYTHON.sha256 == "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+    assert CIFAR100_PYTHON.sha256 == "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"
+
+
+@pytest.fixture
+def known_fake(tmp_path, monkeypatch):
+    """A fake cifar-10-python.tar.gz and a fake cifar-100-python.tar.gz whose sha256 the loader
+    accepts as the official ones (the real files cannot be made here)."""
+    import convergence.deepnet.data as data_module
+    fakes = {}
+    archives = dict(data_module.ARCHIVES)
+    for spec in (CIFAR10_PYTHON, CIFAR100_PYTHON):
+        path, _, _ = _fake_standard(tmp_path / spec.file, spec, per_class=(10, 2) if spec.dataset == "cifar10"
+                                    else (1, 1))
+        archives[data_module.sha256(path)] = spec
+        fakes[spec.dataset] = path
+    monkeypatch.setattr(data_module, "ARCHIVES", archives)
+    monkeypatch.delenv("SAMCONV_CIFAR10", raising=False)
+    monkeypatch.delenv("SAMCONV_CIFAR100", raising=False)
+    return fakes
+
+
+def test_run_cifar_reads_the_standard_archives(known_fake, tmp_path, capsys):
+    from experiments import run_cifar
+    base = ["--model", "tiny", "--epochs", "1", "--batch-size", "20", "--device", "cpu", "--no-progress",
+            "--no-tensorboard"]
+    assert run_cifar.main(base + ["--data", str(known_fake["cifar10"]), "--out", str(tmp_path / "c10")]) == 0
+    assert run_cifar.main(base + ["--dataset", "cifar100", "--batch-size", "50", "--data",
+                                  str(known_fake["cifar100"]), "--out", str(tmp_path / "c100")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    d = load_cifar("cifar10", known_fake["cifar10"], tmp_path / "cache", limit_train=30)
+    np.testing.assert_array_equal(d.y_train, np.tile(np.arange(10), 3))     # a class-balanced prefix
+    assert not (tmp_path / "cache").exists()                                 # nothing cached
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "cifar10 archive not found at"),
+    ("unknown", "is corrupt or not a known archive (sha256"),
+    ("corrupt", "cannot read"),
+    ("other dataset", "a cifar100 archive: use --dataset cifar100"),
+])
+def test_bad_standard_archive_is_one_line_exit_2_nothing_written(known_fake, tmp_path, capsys, monkeypatch,
+                                                                 case, message):
+    import convergence.deepnet.data as data_module
+    from experiments import run_cifar
+    path = {"missing": tmp_path / "none.tar.gz", "other dataset": known_fake["cifar100"]}.get(
+        case, tmp_path / "bad.tar.gz")
+    if case == "unknown":
+        path.write_bytes(known_fake["cifar10"].read_bytes()[:-7])              # truncated
+    if case == "corrupt":                                                     # a known checksum, bad bytes
+        path.write_bytes(b"not a tar archive")
+        monkeypatch.setitem(data_module.ARCHIVES, data_module.sha256(path), CIFAR10_PYTHON)
+    out = tmp_path / "out"
+    assert run_cifar.main(["--model", "tiny", "--epochs", "1", "--device", "cpu", "--data", str(path),
+                           "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+REAL = {spec.dataset: os.environ.get(f"SAMCONV_{spec.dataset.upper()}_PYTHON") for spec in (CIFAR10_PYTHON,
+                                                                                         CIFAR100_PYTHON)}
+
+
+@pytest.mark.parametrize("spec", [CIFAR10_PYTHON, CIFAR100_PYTHON], ids=["cifar10", "cifar100"])
+def test_real_standard_archive(spec):
+    path = REAL[spec.dataset]
+    if not path or not Path(path).is_file():
+        pytest.skip(f"the real {spec.file} is absent (not on these machines): set "
+                    f"SAMCONV_{spec.dataset.upper()}_PYTHON to its path to run this test")
+    d = load_cifar(spec.dataset, path)
+    assert d.x_train.shape == (50000, 32, 32, 3) and d.x_test.shape == (10000, 32, 32, 3)
+    np.testing.assert_array_equal(np.bincount(d.y_train), np.full(spec.classes, 50000 // spec.classes))
+    np.testing.assert_array_equal(d.y_train[:2 * spec.classes], np.tile(np.arange(spec.classes), 2))
+    assert d.x_train.std() > 30
+
+
 def test_epoch_schedules_are_the_papers():
-    from convergence.deepnet.schedules import cifar_schedule
-    d1, d2, d3 = (cifar_schedule(n, 0.1) for n in ("diminish1", "diminish2", "diminish3"))
-    assert cifar_schedule("constant", 0.01)(150) == 0.01
+    from convergence.deepnet.schedules import epoch_schedule
+    d1, d2, d3 = (epoch_schedule(n, 0.1) for n in ("diminish1", "diminish2", "diminish3"))
+    assert epoch_schedule("constant", 0.01)(150) == 0.01
     assert d1(0) == 0.1 and math.isclose(d1(9), 0.01)
     assert d2(0) == 0.1 and math.isclose(d2(1), 0.1) and math.isclose(d2(4), 0.1 / 4 ** 0.5001)
     assert d3(0) == 0.1

@@ -10,7 +10,6 @@ from convergence.runner import iterate
 from convergence.sampling import make_sampler
 from convergence.schedules import constant
 from convergence.theory import unified_pl_steps
-from convergence.verdicts import tail_slope
 from problems import LeastSquares, Logistic, Ridge, RobustRegression
 
 PROBLEMS = [LeastSquares(5, n=12, data_seed=2), Ridge(5, n=12), Logistic(5, n=12),

@@ -1,9 +1,15 @@
-"""CIFAR data: decoded once into uint8 arrays, kept on the device, augmented there with tensor ops.
+"""CIFAR data: read once into uint8 arrays, kept on the device, augmented there with tensor ops.
 
-CIFAR-10 comes from the JPEG archive ``cifar10-jpeg.tar.gz`` (``train/<class>/NNNN.jpg``,
-``test/<class>/NNNN.jpg``; see ../shared/data/README.md), checked against its sha256 and decoded with
-Pillow into ``<cache>/cifar10-<sha[:12]>.npz`` (about 5 s, once). CIFAR-100 comes from a user-supplied
-standard ``cifar-100-python.tar.gz``.
+Archives, each identified by its sha256 before anything is read from it:
+  cifar10-jpeg.tar.gz      the project's JPEG archive (``train/<class>/NNNN.jpg``, ``test/<class>/NNNN.jpg``;
+                           ../shared/data/README.md), decoded with Pillow into
+                           ``<cache>/cifar10-<sha[:12]>.npz`` (about 5 s, once)
+  cifar-10-python.tar.gz   the standard archives of https://www.cs.toronto.edu/~kriz/cifar.html
+  cifar-100-python.tar.gz  (pickled batches; read directly, about 2 s, no cache)
+The sha256 values of the standard archives are those pinned by Keras (``cifar10.load_data``,
+``cifar100.load_data``) and torchvision's prototype datasets; the site itself publishes md5 sums
+(c58f30108f718f92721af3b95e74349a, eb9058c3a382ffc7106e4002c42a8d85). Only files with a known sha256
+are unpickled.
 
 Image i of class c sits at position ``i * classes + c``: every prefix is class-balanced, and the first
 N images are the same whether they come from the full cache or from a partial decode (``limit_*``).
@@ -24,12 +30,40 @@ import numpy as np
 
 from convergence.errors import InputError
 
-CIFAR10_SHA256 = "d877bdec11f54282b92da36e9f045bd305d663b1223e3822baff39ca9ff6690a"
+CIFAR10_SHA256 = "d877bdec11f54282b92da36e9f045bd305d663b1223e3822baff39ca9ff6690a"     # cifar10-jpeg.tar.gz
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_SIZES = {"train": 5000, "test": 1000}            # images per class
 MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
             "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class PythonArchive:
+    """A standard pickled CIFAR archive: its members, label key and checksum."""
+
+    file: str
+    sha256: str
+    dataset: str
+    classes: int
+    train: tuple            # member names (the last path component)
+    test: str
+    labels: bytes
+    meta: str
+    names: bytes
+
+
+CIFAR10_PYTHON = PythonArchive("cifar-10-python.tar.gz",
+                               "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", "cifar10",
+                               10, tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", b"labels",
+                               "batches.meta", b"label_names")
+CIFAR100_PYTHON = PythonArchive("cifar-100-python.tar.gz",
+                                "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7", "cifar100",
+                                100, ("train",), "test", b"fine_labels", "meta", b"fine_label_names")
+# sha256 -> the archive; the JPEG archive is read by decode_cifar10
+ARCHIVES = {CIFAR10_SHA256: "cifar10-jpeg.tar.gz", CIFAR10_PYTHON.sha256: CIFAR10_PYTHON,
+            CIFAR100_PYTHON.sha256: CIFAR100_PYTHON}
+SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}          # (train, test) images
+ENV = {"cifar10": "SAMCONV_CIFAR10", "cifar100": "SAMCONV_CIFAR100"}
 
 
 def default_cifar10_path() -> Path:
@@ -68,24 +102,86 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_archive(path: Path) -> None:
+def identify(path: Path, dataset: str):
+    """The archive at ``path`` (its ARCHIVES entry), checked to be a known archive of ``dataset``;
+    InputError naming the fix when it is missing, unknown (corrupt, truncated, another file) or of
+    the other dataset."""
+    known = {sha: a for sha, a in ARCHIVES.items() if getattr(a, "dataset", "cifar10") == dataset}
+    names = " or ".join(dict.fromkeys(getattr(a, "file", a) for a in known.values()))
     if not path.is_file():
-        raise InputError(f"CIFAR-10 archive not found at {path}: pass --data PATH or set SAMCONV_CIFAR10 "
-                         f"to cifar10-jpeg.tar.gz")
+        raise InputError(f"{dataset} archive not found at {path}: pass --data PATH to {names} "
+                         f"(or set {ENV[dataset]})")
     digest = sha256(path)
-    if digest != CIFAR10_SHA256:
-        raise InputError(f"CIFAR-10 archive {path} is corrupt or not the expected file (sha256 {digest[:16]}..., "
-                         f"expected {CIFAR10_SHA256[:16]}...): copy cifar10-jpeg.tar.gz again")
+    archive = ARCHIVES.get(digest)
+    if archive is None:
+        expected = ", ".join(f"{getattr(a, 'file', a)} {sha[:16]}..." for sha, a in known.items())
+        raise InputError(f"{dataset} archive {path} is corrupt or not a known archive (sha256 {digest[:16]}..., "
+                         f"expected {expected}): download or copy it again")
+    if digest not in known:
+        raise InputError(f"{path} is {archive.file}, a {archive.dataset} archive: use --dataset {archive.dataset}")
+    return archive
+
+
+def class_balanced(x: np.ndarray, y: np.ndarray, classes: int):
+    """Images reordered so that the i-th image of class c comes at position i * classes + c (for equal
+    class counts): every prefix is class-balanced, as in the JPEG archive's decode."""
+    rank = np.empty(len(y), np.int64)
+    for c in range(classes):
+        idx = np.flatnonzero(y == c)
+        rank[idx] = np.arange(len(idx))
+    order = np.lexsort((y, rank))
+    return np.ascontiguousarray(x[order]), y[order]
+
+
+def read_python_archive(path: Path, spec: PythonArchive) -> Arrays:
+    """A standard pickled CIFAR archive (dicts with b'data' rows of 3072 uint8 in CHW order and a
+    label list), as class-balanced arrays. Unpickles: call it on archives of known sha256 only."""
+    fmt = (f"expected the standard {spec.file} (pickled dicts {', '.join(spec.train + (spec.test,))} with "
+           f"b'data' rows of 3072 uint8 and {spec.labels!r} in 0..{spec.classes - 1})")
+    parts = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for member in tf:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in spec.train + (spec.test, spec.meta):
+                    parts[name] = pickle.load(tf.extractfile(member), encoding="bytes")
+    except Exception as exc:          # not a tar archive, truncated, or a pickle of something else
+        raise InputError(f"cannot read {path} ({type(exc).__name__}): {fmt}") from None
+    missing = [m for m in spec.train + (spec.test,) if m not in parts]
+    if missing:
+        raise InputError(f"{path} has no member '{missing[0]}': {fmt}")
+
+    def arrays(members):
+        try:
+            x = np.concatenate([np.asarray(parts[m][b"data"], np.uint8).reshape(-1, 3, 32, 32) for m in members])
+            y = np.concatenate([np.asarray(parts[m][spec.labels], np.int64) for m in members])
+            ok = len(x) > 0 and y.shape == (len(x),) and 0 <= y.min() and y.max() < spec.classes
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError):
+            ok = False
+        if not ok:
+            raise InputError(f"member '{members[0]}' of {path} is not {spec.dataset} data: {fmt}")
+        return class_balanced(x.transpose(0, 2, 3, 1), y, spec.classes)
+
+    (xt, yt), (xe, ye) = arrays(spec.train), arrays((spec.test,))
+    meta = parts.get(spec.meta)
+    names = meta.get(spec.names) if isinstance(meta, dict) else None
+    if spec.dataset == "cifar10":
+        names = CIFAR10_CLASSES
+    elif not (isinstance(names, list) and len(names) == spec.classes):     # cosmetic: number the classes
+        names = range(spec.classes)
+    classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    return Arrays(spec.dataset, xt, yt, xe, ye, classes)
 
 
 _MEMBER = re.compile(r"^(?:\./)?(train|test)/([a-z]+)/(\d+)\.jpg$")
+JPEG_PER_CLASS = {"train": 5000, "test": 1000}
 
 
 def decode_cifar10(path: Path, per_class: dict | None = None) -> Arrays:
     """Decode the JPEG archive (all of it, or the first ``per_class[split]`` images of each class)."""
     from PIL import Image
     per_class = per_class or {}
-    want = {s: per_class.get(s) or n for s, n in CIFAR10_SIZES.items()}
+    want = {s: per_class.get(s) or n for s, n in JPEG_PER_CLASS.items()}
     nc = len(CIFAR10_CLASSES)
     x = {s: np.zeros((want[s] * nc, 32, 32, 3), np.uint8) for s in want}
     seen = {s: np.zeros(want[s] * nc, bool) for s in want}
@@ -112,40 +208,50 @@ def decode_cifar10(path: Path, per_class: dict | None = None) -> Arrays:
     return Arrays("cifar10", x["train"], labels["train"], x["test"], labels["test"], CIFAR10_CLASSES)
 
 
-def load_cifar10(path=None, cache_dir=None, limit_train: int | None = None,
-                 limit_test: int | None = None, verbose: bool = False) -> Arrays:
-    """CIFAR-10 as uint8 arrays (the first ``limit_*`` images of each split when given).
+def load_cifar(dataset: str = "cifar10", path=None, cache_dir=None, limit_train: int | None = None,
+               limit_test: int | None = None, verbose: bool = False) -> Arrays:
+    """CIFAR-10 or CIFAR-100 as uint8 arrays (the first ``limit_*`` images of each split when given),
+    from ``path``, else $SAMCONV_CIFAR10 / $SAMCONV_CIFAR100, else (CIFAR-10) the project's JPEG archive.
 
-    The full decode is cached in ``cache_dir`` (default ~/.cache/samconv), named by the archive's
-    sha256, so a later run needs no archive; a path given explicitly (argument or $SAMCONV_CIFAR10)
-    is still checked against that sha256 (≈0.1 s for 180 MB: less than reading the cache takes), so
-    a wrong file is refused, never silently replaced by the cache. A limited load uses the cache when
-    present, else decodes only the images it needs (nothing cached).
+    A path named explicitly (argument or environment) is identified by its sha256 on every run (about
+    0.1 s for the JPEG archive), so a wrong file is refused, never silently replaced by a cache. The
+    JPEG decode is cached in ``cache_dir`` (default ~/.cache/samconv) under the archive's sha256, so a
+    later run with the default path needs no archive; a limited load uses that cache when present,
+    else decodes only the images it needs (nothing cached).
     """
-    nc = len(CIFAR10_CLASSES)
-    for flag, n, split in (("--limit-train", limit_train, "train"), ("--limit-test", limit_test, "test")):
-        if n is not None and not 0 < n <= CIFAR10_SIZES[split] * nc:
-            raise InputError(f"{flag} {n} must lie in [1, {CIFAR10_SIZES[split] * nc}] (CIFAR-10 {split} images)")
-    explicit = bool(path or os.environ.get("SAMCONV_CIFAR10"))
-    path = Path(path) if path else default_cifar10_path()
-    if explicit:                     # a path the user named must be the archive, cache or not
-        _check_archive(path)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_file = cache / f"cifar10-{CIFAR10_SHA256[:12]}.npz"
-    limits = {"train": limit_train, "test": limit_test}
-    data = _read_cache(cache_file)
+    if dataset not in SIZES:
+        from convergence.errors import unknown
+        raise unknown("dataset", dataset, SIZES)
+    for flag, n, size in zip(("--limit-train", "--limit-test"), (limit_train, limit_test), SIZES[dataset]):
+        if n is not None and not 0 < n <= size:
+            raise InputError(f"{flag} {n} must lie in [1, {size}] ({dataset} has {size} images in that split)")
+    named = path or os.environ.get(ENV[dataset])
+    if not named and dataset == "cifar100":
+        raise InputError("CIFAR-100 needs its archive: pass --data PATH to cifar-100-python.tar.gz (or set "
+                         "SAMCONV_CIFAR100)")
+    path = Path(named) if named else default_cifar10_path()
+    cache_file = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"cifar10-{CIFAR10_SHA256[:12]}.npz"
+    data = None if named else _read_cache(cache_file)
     if data is None:
-        if not explicit:
-            _check_archive(path)
-        if limit_train is not None or limit_test is not None:
-            per_class = {s: -(-n // nc) for s, n in limits.items() if n is not None}
-            data = decode_cifar10(path, per_class)
+        archive = identify(path, dataset)
+        if isinstance(archive, PythonArchive):
+            data = read_python_archive(path, archive)
         else:
-            if verbose:
-                print(f"decoding {path} once into {cache_file} ...", file=sys.stderr)
-            data = decode_cifar10(path)
-            _write_cache(cache_file, data)
+            data = (named and _read_cache(cache_file)) or _decode(path, cache_file, limit_train, limit_test, verbose)
     return _prefix(data, limit_train, limit_test)
+
+
+def _decode(path, cache_file, limit_train, limit_test, verbose) -> Arrays:
+    """The JPEG archive decoded: whole (and cached), or only the class-balanced prefixes asked for."""
+    nc = len(CIFAR10_CLASSES)
+    if limit_train is not None or limit_test is not None:
+        limits = {"train": limit_train, "test": limit_test}
+        return decode_cifar10(path, {s: -(-n // nc) for s, n in limits.items() if n is not None})
+    if verbose:
+        print(f"decoding {path} once into {cache_file} ...", file=sys.stderr)
+    data = decode_cifar10(path)
+    _write_cache(cache_file, data)
+    return data
 
 
 def _prefix(data: Arrays, limit_train, limit_test) -> Arrays:
@@ -183,63 +289,17 @@ def _write_cache(cache_file: Path, data: Arrays) -> None:
         print(f"cannot write the cache {cache_file} ({exc}); continuing without it", file=sys.stderr)
 
 
-CIFAR100_FORMAT = ("expected the standard cifar-100-python.tar.gz (pickled dicts 'train' and 'test' with "
-                   "b'data' rows of 3072 uint8 and b'fine_labels' in 0..99)")
-
-
-def load_cifar100(path, limit_train: int | None = None, limit_test: int | None = None) -> Arrays:
-    """CIFAR-100 from the standard ``cifar-100-python.tar.gz`` (pickled dicts with b'data' rows of
-    3072 bytes, CHW, and b'fine_labels'). Only open an archive you trust: it is unpickled."""
-    if not path:
-        path = os.environ.get("SAMCONV_CIFAR100")
-    if not path or not Path(path).is_file():
-        raise InputError(f"CIFAR-100 archive not found at {path}: pass --data PATH to a cifar-100-python.tar.gz "
-                         f"(or set SAMCONV_CIFAR100)")
-    parts = {}
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            for member in tf:
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in ("train", "test", "meta"):
-                    parts[name] = pickle.load(tf.extractfile(member), encoding="bytes")
-    except Exception as exc:          # not a tar archive, truncated, or a pickle of something else
-        raise InputError(f"cannot read CIFAR-100 archive {path} ({type(exc).__name__}): "
-                         f"{CIFAR100_FORMAT}") from None
-    if not {"train", "test"} <= set(parts):
-        raise InputError(f"{path} has no train/test members: {CIFAR100_FORMAT}")
-
-    def arrays(name):
-        try:
-            d = parts[name]
-            x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            y = np.asarray(d[b"fine_labels"], np.int64)
-            ok = len(x) > 0 and y.shape == (len(x),) and 0 <= y.min() and y.max() < 100
-        except (KeyError, TypeError, ValueError, OverflowError):
-            ok = False
-        if not ok:
-            raise InputError(f"member '{name}' of {path} is not CIFAR-100 data: {CIFAR100_FORMAT}")
-        return np.ascontiguousarray(x), y
-
-    (xt, yt), (xe, ye) = arrays("train"), arrays("test")
-    meta = parts.get("meta")
-    names = meta.get(b"fine_label_names") if isinstance(meta, dict) else None
-    if not (isinstance(names, list) and len(names) == 100):      # names are cosmetic: number the classes
-        names = range(100)
-    classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    data = Arrays("cifar100", xt, yt, xe, ye, classes)
-    return _prefix(data, limit_train, limit_test)
-
-
 # ------------------------------------------------------------------------------------- on the device
 class DeviceSplit:
     """One split on the device: uint8 NHWC images and int64 labels; batches come out as normalized
     float NCHW tensors, with random crop (zero padding 4) and horizontal flip done as tensor ops on
     the whole batch (one gather, no per-image Python)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, mean_std, device):
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean_std, device, channels_last: bool = False):
         import torch
         self.torch = torch
         self.device = torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         self.y = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
         mean, std = mean_std
@@ -251,8 +311,9 @@ class DeviceSplit:
         return len(self.y)
 
     def normalize(self, xb):
-        """uint8 (B, 32, 32, 3) -> float32 (B, 3, 32, 32), standardized per channel."""
-        return (xb.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        """uint8 (B, 32, 32, 3) -> float32 (B, 3, 32, 32), standardized per channel, in the split's
+        memory format (channels_last is the NHWC storage the images already have: no copy)."""
+        return ((xb.permute(0, 3, 1, 2).float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def crop_flip(self, xb, dx, dy, flip):
         """Random crop of the zero-padded (pad 4) images at offsets (dy, dx) in [0, 8], then a
@@ -267,7 +328,7 @@ class DeviceSplit:
     def epoch_draws(self, seed: int, epoch: int):
         """The permutation and augmentation draws of an epoch: a pure function of (seed, epoch), drawn
         on the host so that every device and every rank sees the same numbers."""
-        from convergence.deepnet.optim import stream_seed
+        from convergence.random import stream_seed
         torch = self.torch
         gen = torch.Generator().manual_seed(stream_seed(seed, 0xDA7A, epoch))
         n = len(self)
@@ -293,10 +354,12 @@ class DeviceSplit:
     def eval_batches(self, batch_size: int, rank: int = 0, world: int = 1, limit: int | None = None):
         """All images (or the first ``limit``) in order, rank r taking the indices r, r + world, ..."""
         n = len(self) if limit is None else min(limit, len(self))
-        idx_all = self.torch.arange(rank, n, world, device=self.device)
-        for i in range(0, len(idx_all), batch_size):
-            idx = idx_all[i:i + batch_size]
-            yield self.normalize(self.x[idx]), self.y[idx]
+        return self.batches(self.torch.arange(rank, n, world, device=self.device), batch_size)
+
+    def batches(self, idx, batch_size: int):
+        """The images ``idx`` (un-augmented) in chunks of ``batch_size``."""
+        for chunk in idx.split(batch_size):
+            yield self.normalize(self.x[chunk]), self.y[chunk]
 
     def batches_per_epoch(self, batch_size: int) -> int:
         return len(self) // batch_size

@@ -106,6 +106,9 @@ class ParamVec:
     def __neg__(self):
         return self._scaled(-1)
 
+    def __abs__(self):
+        return ParamVec(torch._foreach_abs(self.tensors))
+
     # ------------------------------------------------------------------ the two methods vec.py uses
     def norm(self) -> torch.Tensor:
         """Global Euclidean norm over all tensors, as a 0-d tensor (no host synchronisation), in
@@ -130,7 +133,15 @@ class ParamVec:
         return ParamVec(torch._foreach_mul(self.tensors, 1))
 
     def flat(self) -> torch.Tensor:
+        """All entries as one 1-D tensor (in the promoted dtype of the tensors)."""
         return torch.cat([t.reshape(-1) for t in self.tensors])
+
+    @staticmethod
+    def from_flat(flat: torch.Tensor, like) -> "ParamVec":
+        """The inverse of ``flat``: ``flat`` cut into new tensors shaped, typed, placed and laid out
+        (channels_last included: fused optimizers pair tensors by memory order) like ``like``."""
+        pieces = flat.split([t.numel() for t in like])
+        return ParamVec([torch.empty_like(t).copy_(c.view(t.shape)) for c, t in zip(pieces, like)])
 
     def __repr__(self):
         tensors = self._terms[0][1]
@@ -168,3 +179,23 @@ def _evaluate(terms, out=None) -> list:
         else:
             torch._foreach_add_(out, t, alpha=1 if c is None else c)
     return out
+
+
+class PerTensor:
+    """One number per tensor of a ParamVec: the radius of each parameter group (``rho * d`` with a
+    per-group rho, as the widely used PyTorch SAM scales each group by its own rho)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = [float(v) for v in values]
+
+    def __mul__(self, v):
+        if not isinstance(v, ParamVec):
+            return NotImplemented
+        return ParamVec(torch._foreach_mul(v.tensors, self.values))
+
+    __rmul__ = __mul__
+
+    def __repr__(self):
+        return f"PerTensor({sorted(set(self.values))})"
