@@ -65,6 +65,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     alive = np.arange(runs)                 # indices (into the batch) of the runs still going
     state = rule.init(X)
     rec = 0                                 # next grid row to fill
+    length = np.zeros(runs)                 # sum of ||x_{j+1} - x_j|| so far, per run
 
     for step in range(iters):
         t, rho = t_at(step, alive), rho_at(step, alive)
@@ -73,12 +74,15 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         G, bound, state = rule.gradient(step, X, oracle, state, rho, streams)
         if rec < len(grid) and grid[rec] == step:
             _record(trace, rec, alive, problem, X, G, bound, t, rho)
+            trace.data["path_length"][rec, alive] = length[alive]
             rec += 1
         X -= t * G
+        length[alive] += np.abs(np.ravel(t)) * np.sqrt(np.einsum("ij,ij->i", G, G))
         if not (X.max() <= BLOWUP and X.min() >= -BLOWUP):        # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True
             _record_final(trace, alive[bad], problem, X[bad], step + 1)
+            trace.final["path_length"][alive[bad]] = length[alive[bad]]
             keep = ~bad
             X, alive = X[keep], alive[keep]
             state = tree_map(lambda s: s[keep] if isinstance(s, np.ndarray) and s.ndim >= 1 else s, state)
@@ -89,6 +93,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
             progress(step + 1)
     if len(alive):
         _record_final(trace, alive, problem, X, iters)
+        trace.final["path_length"][alive] = length[alive]
     trace.final_x = X
     trace.final_runs = alive
     return trace

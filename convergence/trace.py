@@ -24,8 +24,10 @@ _UMASK = os.umask(0)        # read the process umask (the only way) and put it b
 os.umask(_UMASK)
 
 COLUMNS = ["run", "method", "problem", "iter", "f", "f_gap", "grad_norm", "dist_to_opt",
-           "step", "rho", "err", "err_bound", "status"]
-NUMERIC = ["f", "f_gap", "grad_norm", "dist_to_opt", "step", "rho", "err", "err_bound"]
+           "step", "rho", "err", "err_bound", "status", "path_length"]
+NUMERIC = ["f", "f_gap", "grad_norm", "dist_to_opt", "step", "rho", "err", "err_bound", "path_length"]
+# path_length = sum_{j<k} ||x_{j+1} - x_j||, the length of the path to x_k (finite under KL: the
+# iterates converge); appended last so that files of the earlier 13 columns still read
 
 
 def geometric_grid(iters: int, per_decade: int = 40, dense: int = 10) -> np.ndarray:
@@ -143,14 +145,17 @@ def read_csv(path) -> dict[str, np.ndarray]:
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
-        if header != COLUMNS:
+        if header == COLUMNS[:-1]:                      # written before path_length was recorded
+            header = COLUMNS[:-1]
+        elif header != COLUMNS:
             raise ValueError(f"{path} is not a samconv trace (header {header}); rerun the experiment")
         rows = list(reader)
     for line, row in enumerate(rows, start=2):
-        if len(row) != len(COLUMNS):
-            raise ValueError(f"{path} line {line} has {len(row)} cells, expected {len(COLUMNS)}: the file "
+        if len(row) != len(header):
+            raise ValueError(f"{path} line {line} has {len(row)} cells, expected {len(header)}: the file "
                              f"is truncated or edited; rerun the experiment")
-    cols = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
+    cols = {name: [row[i] for row in rows] for i, name in enumerate(header)}
+    cols.setdefault("path_length", [""] * len(rows))
     try:
         out = {name: np.array([float(v) if v else np.nan for v in cols[name]]) for name in NUMERIC}
         out["run"] = np.array([int(v) for v in cols["run"]], dtype=np.int64)

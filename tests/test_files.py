@@ -52,10 +52,10 @@ def _trace(tmp_path, rows):
     return d
 
 
-GOOD = "0,sam,quadratic,0,1.0,0.5,2.0,1.0,0.1,0.05,0.01,0.02,converged"
+GOOD = "0,sam,quadratic,0,1.0,0.5,2.0,1.0,0.1,0.05,0.01,0.02,converged,0.0"
 
 
-@pytest.mark.parametrize("bad,message", [("0,sam,quadratic,1,1.0", "line 3 has 5 cells, expected 13"),
+@pytest.mark.parametrize("bad,message", [("0,sam,quadratic,1,1.0", "line 3 has 5 cells, expected 14"),
                                          (GOOD.replace(",2.0,", ",two,"), "not a number")])
 def test_damaged_trace_is_named_with_its_line(tmp_path, bad, message):
     d = _trace(tmp_path, [GOOD, bad])
@@ -104,3 +104,11 @@ def test_run_sde_divergence_is_reported_with_exit_3(tmp_path):
     assert "diverged: 3 of 3 discrete paths, 3 of 3 SDE paths" in proc.stdout
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["diverged_paths"] == {"discrete": 3, "sde": 3} and summary["final_loss_sde"] is None
+
+
+def test_a_trace_written_before_path_length_still_reads(tmp_path):
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "trace.csv").write_text(",".join(COLUMNS[:-1]) + "\n" + GOOD.rsplit(",", 1)[0] + "\n")
+    cols = read_csv(d / "trace.csv")
+    assert cols["grad_norm"][0] == 2.0 and np.isnan(cols["path_length"][0])

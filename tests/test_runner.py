@@ -106,3 +106,22 @@ def test_runs_do_not_depend_on_the_batch_they_share():
     small = iterate(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=2, seed=9)
     large = iterate(problem, make_method("sam"), constant(0.3), constant(0.05), 500, runs=7, seed=9)
     assert np.array_equal(small.final_x, large.final_x[:2])
+
+
+def test_path_length_is_the_sum_of_the_steps_taken():
+    """path_length at x_k = sum_{j<k} ||x_{j+1} - x_j|| of SAM iterates computed by hand; a runner
+    that summed ||grad f(x_j)|| instead of the SAM gradient, or forgot the step size, fails."""
+    q = Quadratic(3, kappa=10.0)
+    x0 = np.array([[1.0, -0.5, 0.25]])
+    trace = iterate(q, make_method("sam"), diminishing(0.05, 0.5), constant(0.1), 30, 1, x0=x0,
+                    grid=np.arange(30))
+    x, total, lengths = x0[0].copy(), 0.0, []
+    for k in range(30):
+        lengths.append(total)
+        g = q.grad(x[None])[0]
+        step = 0.05 / (k + 1) ** 0.5 * q.grad((x + 0.1 * g / np.linalg.norm(g))[None])[0]
+        total += np.linalg.norm(step)
+        x = x - step
+    np.testing.assert_allclose(trace.data["path_length"][:, 0], lengths, rtol=1e-12)
+    assert trace.final["path_length"][0] == pytest.approx(total, rel=1e-12)
+    assert total > np.linalg.norm(x - x0[0])               # a path, not the displacement
