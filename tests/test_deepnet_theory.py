@@ -240,15 +240,15 @@ def _configure(tmp_path, *argv):
 def test_schedules_are_checked_against_the_theorems(tmp_path, capsys):
     """The fundamental-SAM setting (rho constant) fails sum t_k rho_k < oo for every step-size schedule;
     diminishing t and rho satisfy Khanh et al.'s hypotheses. --require-theory refuses the first."""
-    assert "sum t_k rho_k < oo" in _configure(tmp_path, "--stepsize", "diminish1").theory_verdict
-    assert "sum t_k^2 < oo" in _configure(tmp_path, "--stepsize", "constant").theory_verdict
+    assert "Σ t_k ρ_k < ∞" in _configure(tmp_path, "--stepsize", "diminish1").theory_verdict
+    assert "Σ t_k² < ∞" in _configure(tmp_path, "--stepsize", "constant").theory_verdict
     assert _configure(tmp_path, "--stepsize", "diminish1", "--rho-schedule", "diminish1").theory_verdict == ""
     assert _configure(tmp_path, "--stepsize", "0.1/(k+1)**0.75", "--rho-schedule", "0.05/(k+1)**0.5",
                       "--require-theory").theory_verdict == ""
     assert run_cifar.main(["--stepsize", "diminish2", "--require-theory", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m experiments.run_cifar: error: --require-theory: khanh2024-sam-nonconvex fails: "
-                          "sum t_k rho_k < oo") and err.count("\n") == 1 and not (tmp_path / "r").exists()
+    assert err.startswith("python -m experiments.run_cifar: error: --require-theory: khanh2024-sam-nonconvex needs "
+                          "Σ t_k ρ_k < ∞") and err.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("argv,message", [

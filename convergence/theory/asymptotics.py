@@ -163,7 +163,7 @@ def sum_converges(expr: sp.Expr) -> Decision:
 
 def _sum_converges(expr, side) -> Decision:
     p, q, method = order(expr, side)
-    text = f"a_k ~ k^-{p}" + (f" (log k)^-{q}" if p == 1 else "")
+    text = f"a_k ~ k^-{p}" + (f" (log k)^-{q}" if p == 1 and q != 0 else "")
     near = {"numerical": NUMERIC_BORDER, "symbolic, inexact": BORDER}.get(method)
     if near is not None and not p.is_infinite and abs(float(p) - 1) < near:
         return Decision(None, method, f"{text}: within {near:g} of the border p = 1, where an "
