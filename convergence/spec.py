@@ -165,13 +165,14 @@ def check_memory(need: float, what: str, limit: float | None = None) -> None:
 _PROBLEMS: dict = {}
 
 
-def shared_problem(name: str, dim: int | None = None):
-    """make_problem(name, dim), one instance per (name, dim) in this process: specs that share it can
-    share a batch, and the problem's data are built once."""
+def shared_problem(name: str, dim: int | None = None, options: dict | None = None):
+    """make_problem(name, dim, **options), one instance per (name, dim, options) in this process:
+    specs that share it can share a batch, and the problem's data are built once."""
     from problems import make_problem
-    key = (name, dim)
+    options = options or {}
+    key = (name, dim, repr(sorted(options.items())))
     if key not in _PROBLEMS:
-        _PROBLEMS[key] = make_problem(name, dim)
+        _PROBLEMS[key] = make_problem(name, dim, **options)
     return _PROBLEMS[key]
 
 
@@ -185,8 +186,10 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
             rho_schedule: str | None = None, decay: float | None = None, rho_decay: float | None = None,
             dim: int | None = None, iters: int = 100_000, runs: int = 16, seed: int = 0, sampling: str = "full",
             batch: int | None = None, dtype: str = "float64", method_options: dict | None = None,
-            theory_variant: str = "authors", max_memory: float | None = None) -> ToyRun:
-    """A ToyRun from names and numbers: ``stepsize`` constant (t_k = lr), diminishing (lr/(k+1)^decay),
+            theory_variant: str = "authors", max_memory: float | None = None,
+            problem_options: dict | None = None) -> ToyRun:
+    """A ToyRun from names and numbers: ``problem`` a name, "expr:<formula>" or "file.py:Class" with
+    ``problem_options`` (data, box, f_star, x_star: see problems.make_problem); ``stepsize`` constant (t_k = lr), diminishing (lr/(k+1)^decay),
     pl-decreasing (Oikonomou & Loizou's rule, with rho) or an expression in k; ``lr`` a number, '1/L'
     (the default) or 'theory' (gamma*); ``rho`` a number (default 0.05) or 'theory' (rho*);
     ``rho_schedule`` like ``stepsize`` (default: constant with a constant step, else diminishing)."""
@@ -201,7 +204,8 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
     if theory_variant not in VARIANTS:
         raise unknown("theory_variant", theory_variant, VARIANTS, "theory_variant")
     check_memory(8 * COPIES * runs * (dim or 1) if isinstance(runs, int) else 0, "runs x dim", max_memory)
-    the_problem = shared_problem(problem, dim)
+    problem_options = {k: v for k, v in (problem_options or {}).items() if v is not None}
+    the_problem = shared_problem(problem, dim, problem_options)
     rule = make_method(method, **method_options)
     sampler = make_sampler(sampling, batch, the_problem)
     radius = radius_schedule(stepsize, rho_schedule)
@@ -230,7 +234,8 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
         words = SHAPES + ("pl-decreasing",)
         t = make_schedule(stepsize, lr_value, DEFAULT_DECAY if decay is None else decay, "stepsize", words)
         r = make_schedule(radius, rho_value, DEFAULT_DECAY if rho_decay is None else rho_decay, "radius", words)
-    config = {"problem": problem, "dim": the_problem.dim, "method": method,
+    config = {"problem": problem, **{k: _plain(v) for k, v in problem_options.items()},
+              "dim": the_problem.dim, "method": method,
               "method_options": {k: str(v) for k, v in method_options.items()}, "sampling": sampling,
               "batch": batch, "stepsize": stepsize, "lr": lr_value,
               "decay": DEFAULT_DECAY if decay is None else decay, "rho": rho_value, "rho_schedule": radius,
@@ -240,6 +245,11 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
         config["theory_variant"] = theory_variant
     return ToyRun(the_problem, rule, t, r, iters, runs, seed, sampler, dtype, None, theory_variant, config,
                   max_memory)
+
+
+def _plain(value):
+    """A problem option as JSON has it (tuples and arrays as lists)."""
+    return np.asarray(value).tolist() if isinstance(value, (tuple, list, np.ndarray)) else value
 
 
 def _number(name: str, text) -> float:

@@ -36,6 +36,11 @@ def positive(name: str, value, integer: bool = False, allow_zero: bool = False):
     return int(value) if integer else value
 
 
+def slug(text: str, length: int = 60) -> str:
+    """``text`` as part of a folder name: letters, digits and . _ - kept, the rest '_'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:length]
+
+
 def check_writable(out: Path) -> None:
     """Refuse an --out that cannot be created or written, before any work is done: a real file is
     created and removed in the nearest existing folder (os.access trusts root everywhere)."""

@@ -30,8 +30,9 @@ import os
 import sys
 from pathlib import Path
 
+from convergence.deepnet import MODEL_NAMES
 from convergence.theory import schedule_verdict
-from experiments.common import OneLineParser, add_method_flags, check_writable, fail, method_options, positive
+from experiments.common import OneLineParser, add_method_flags, check_writable, fail, method_options, positive, slug
 
 PROG = "python -m experiments.run_cifar"
 
@@ -125,13 +126,12 @@ def configure(args, local: bool = True):
     from convergence.errors import InputError, unknown
     from convergence.methods import make_method
     try:
-        from convergence.deepnet.models import MODELS
         from convergence.deepnet.schedules import is_named
         from convergence.deepnet.train import TrainConfig, schedules
     except ImportError as exc:
         raise InputError(f"run_cifar needs torch ({exc}): pip install -e \".[deepnet]\"") from None
-    if args.model not in MODELS:
-        raise unknown("model", args.model, MODELS)
+    if args.model not in MODEL_NAMES:
+        raise unknown("model", args.model, MODEL_NAMES)
     if args.dataset not in ("cifar10", "cifar100"):
         raise unknown("dataset", args.dataset, ("cifar10", "cifar100"))
     for flag in ("rho", "lr"):
@@ -167,7 +167,7 @@ def configure(args, local: bool = True):
     if args.limit_train is not None and args.limit_train < args.batch_size:
         raise InputError(f"--limit-train {args.limit_train} is below --batch-size {args.batch_size}")
     out = Path(args.out or f"results/cifar-{args.dataset}-{args.model}-{args.method}-"
-                           f"{_slug(args.stepsize)}-seed{args.seed}")
+                           f"{slug(args.stepsize, 40)}-seed{args.seed}")
     defaults = {"lr": 0.1, "rho": 0.05}
     given = {flag: getattr(args, flag) for flag in defaults}
     for flag, spec in (("lr", args.stepsize), ("rho", args.rho_schedule)):
@@ -201,9 +201,6 @@ def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
 
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:40]
 
 
 def main(argv=None) -> int:

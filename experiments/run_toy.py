@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from experiments.common import OneLineParser, Progress, add_method_flags, fail, method_options
+from experiments.common import OneLineParser, Progress, add_method_flags, fail, method_options, slug
 
 PROG = "python -m experiments.run_toy"
 FLAGS = {"radius": "--rho-schedule", "theory_variant": "--theory-steps"}   # spec parameter -> flag
@@ -35,12 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     from convergence.methods import METHODS
     from convergence.sampling import SAMPLERS
     from convergence.theory.steps import VARIANTS
-    from problems import PROBLEMS
+    from problems import DATA_PROBLEMS, PROBLEMS
     p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="sam", help=f"one of: {', '.join(METHODS)} (default sam)")
     p.add_argument("--stepsize", default="diminishing",
                    help="t_k: constant, diminishing, pl-decreasing or an expression in k (default diminishing)")
-    p.add_argument("--problem", default="quadratic", help=f"one of: {', '.join(PROBLEMS)} (default quadratic)")
+    p.add_argument("--problem", default="quadratic",
+                   help=f"one of: {', '.join(PROBLEMS)} (default quadratic); or your own: \"expr:<formula in "
+                        f"x1..xd>\", path/to/file.py:Class or module:Class")
     p.add_argument("--dim", type=int, default=None, help="dimension (default: the problem's own)")
     p.add_argument("--lr", default=None,
                    help="t_0 of a constant, diminishing or pl-decreasing step: a number, or 'theory' for "
@@ -61,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="arithmetic of the iterates; problem constants stay float64 (default float64)")
     add_method_flags(p)
+    u = p.add_argument_group("your own problem")
+    u.add_argument("--data", default=None,
+                   help=f"data of a finite sum ({', '.join(DATA_PROBLEMS)}): FILE.npz (arrays A, b), FILE.csv "
+                        f"(last column the target), FILE.svm (LIBSVM) or sklearn:NAME")
+    u.add_argument("--box", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="an expr: problem's box, where starts are drawn and L is bounded (default -1 1)")
+    u.add_argument("--f-star", type=float, default=None, help="an expr: problem's minimum value, if known")
+    u.add_argument("--x-star", type=float, nargs="+", metavar="X", default=None,
+                   help="an expr: problem's minimizer x1 .. xd, if known")
     s = p.add_argument_group("stochastic finite sums")
     s.add_argument("--sampling", default="full", help=f"one of: {', '.join(SAMPLERS)} (default full)")
     s.add_argument("--batch", type=int, default=None, help="samples per step (tau of tau-nice; default 1)")
@@ -87,12 +98,13 @@ def spec_from_args(args):
                    rho_schedule=args.rho_schedule, decay=args.decay, rho_decay=args.rho_decay, dim=args.dim,
                    iters=args.iters, runs=args.runs, seed=args.seed, sampling=args.sampling, batch=args.batch,
                    dtype=args.dtype, method_options=method_options(args), theory_variant=args.theory_steps,
-                   max_memory=None if args.max_memory is None else args.max_memory * 2**30)
+                   max_memory=None if args.max_memory is None else args.max_memory * 2**30,
+                   problem_options={"data": args.data, "box": args.box and tuple(args.box), "f_star": args.f_star,
+                                    "x_star": args.x_star and tuple(args.x_star)})
 
 
 def default_out(args) -> str:
-    slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in args.stepsize)[:60]
-    return f"results/{args.problem}-{args.method}-{slug}"
+    return f"results/{slug(args.problem, 40)}-{args.method}-{slug(args.stepsize)}"
 
 
 def print_table(spec, trace) -> None:

@@ -36,9 +36,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from convergence.deepnet import MODEL_NAMES
 from convergence.errors import InputError, unknown
 from experiments import backends
-from experiments.common import OneLineParser, check_writable, fail, positive
+from experiments.common import OneLineParser, check_writable, fail, positive, slug
 
 PROG = "python -m experiments.sweep"
 AXES = {"toy": ("problem", "method", "stepsize", "lr", "rho", "seed"),
@@ -71,10 +72,10 @@ class Cell:
         """The cell's folder name, e.g. quadratic-sam-diminishing-rho0.05-seed0."""
         prefix = {"lr": "lr", "rho": "rho", "seed": "seed"}
         parts = [prefix.get(a, "") + str(v) for a, v in self.axes if not (a == "lr" and v == "1/L")]
-        slug = "-".join(_slug(p) for p in parts)
-        if slug != "-".join(parts):          # a lossy slug (schedule expressions): keep names unique
-            slug += "-" + hashlib.sha1(repr(self.axes).encode()).hexdigest()[:8]
-        return slug
+        name = "-".join(slug(p) for p in parts)
+        if name != "-".join(parts):          # a lossy slug (schedule expressions): keep names unique
+            name += "-" + hashlib.sha1(repr(self.axes).encode()).hexdigest()[:8]
+        return name
 
     @property
     def sort_key(self) -> tuple:
@@ -87,9 +88,6 @@ def _sortable(value):
     except ValueError:
         return (1, 0.0, str(value))
 
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:60]
 
 
 def split_list(text: str, flag: str) -> list[str]:
@@ -216,6 +214,11 @@ def plan(args) -> list[Cell]:
     if args.kind == "toy":
         from problems import PROBLEMS
         datasets: list = []
+        first = split_list(args.problems or "quadratic", "--problems")
+        for name in first:
+            if ":" in name:
+                raise InputError(f"--problems '{name}': sweeps run the shipped problems; run your own with "
+                                 f"python -m experiments.run_toy --problem '{name}'")
         first = _names(args.problems or "quadratic", "--problems", "problem", list(PROBLEMS))
         stepsizes = split_list(args.stepsizes or "diminishing", "--stepsizes")
         lrs = [_number_or(v, "--lrs", ("1/L", "theory")) for v in split_list(args.lrs or "1/L", "--lrs")]
@@ -226,9 +229,7 @@ def plan(args) -> list[Cell]:
                     "dtype": args.dtype}
     else:
         first = split_list(args.models or "resnet18", "--models")
-        models = _cifar_models()
-        if models is not None:
-            first = _names(args.models or "resnet18", "--models", "model", models)
+        first = _names(args.models or "resnet18", "--models", "model", MODEL_NAMES)
         datasets = _names(args.datasets or "cifar10", "--datasets", "dataset", CIFAR_DATASETS)
         stepsizes = _names(args.stepsizes or "constant", "--stepsizes", "CIFAR stepsize", CIFAR_STEPSIZES)
         try:
@@ -261,13 +262,9 @@ def plan(args) -> list[Cell]:
     return cells
 
 
-def _cifar_models():
-    """The deep-net model names (imports torch), or None without torch (run_cifar then checks)."""
-    try:
-        from convergence.deepnet.models import MODELS
-    except ImportError:
-        return None
-    return list(MODELS)
+def _has_torch() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
 
 
 # ---------------------------------------------------------------- toy cells
@@ -329,7 +326,7 @@ def check_cifar_cell(cell: Cell, cell_dir: Path, local: bool) -> None:
     so its --device must exist here."""
     from experiments import run_cifar
     args = parse_cli(run_cifar, cifar_command(cell, cell_dir)[3:])
-    if _cifar_models() is not None:
+    if _has_torch():
         run_cifar.configure(args, local)
 
 

@@ -3,12 +3,16 @@ import csv
 import importlib.util
 import json
 import sys
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from convergence.errors import InputError
 from convergence.trace import COLUMNS, read_csv
 from experiments import run_toy, sweep
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["--methods", "sam,usam", "--stepsizes", "constant,diminishing", "--problems", "quadratic",
          "--seeds", "0-1", "--iters", "300", "--runs", "2"]
@@ -252,3 +256,13 @@ def test_grid_exponents_reach_only_the_cells_whose_schedules_take_them(tmp_path)
                                .read_text())["config"] for step in ("constant", "diminishing")}
     assert (config["diminishing"]["decay"], config["diminishing"]["rho_decay"]) == (0.8, 0.7)
     assert config["constant"]["rho_schedule"] == "constant"
+
+
+def test_cifar_model_names_are_checked_without_torch(tmp_path):
+    """Where torch is missing (a Ray head node, the no-extras install) a misspelt model is still refused
+    at planning time: before, --models resnet81 --dry-run was accepted and failed on the workers."""
+    code = ("import sys; sys.modules['torch'] = None; from experiments import sweep; "
+            f"sys.exit(sweep.main(['--kind', 'cifar', '--models', 'resnet81', '--dry-run', '--out', {str(tmp_path / 'o')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "unknown model 'resnet81' (did you mean 'resnet18'?)" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "o").exists()

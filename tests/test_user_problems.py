@@ -354,3 +354,55 @@ def test_malformed_svmlight_and_oversized_files_are_refused(tmp_path, monkeypatc
     (tmp_path / "big.csv").write_text("1,2\n" * 100)
     monkeypatch.setattr(data_module, "MAX_BYTES", 100)
     refused(lambda: make_problem("least_squares", data=str(tmp_path / "big.csv")), "data", "at most 0 MiB are read")
+
+
+# --- 4. the three ways in, from the command line -------------------------------------------------
+
+def _toy(tmp_path, name, *flags):
+    """run_toy with ``flags`` into tmp_path/name; returns (exit status, trace columns or None)."""
+    from convergence.trace import read_csv
+    from experiments import run_toy
+    out = tmp_path / name
+    status = run_toy.main([*flags, "--iters", "300", "--runs", "3", "--out", str(out), "--no-progress"])
+    return status, (read_csv(out / "trace.csv") if (out / "trace.csv").exists() else None)
+
+
+def test_cli_formula_reproduces_the_shipped_sinpl_run(tmp_path):
+    """--problem expr:... --box --f-star --x-star reach the problem: the trace agrees with sinpl's to
+    1e-9 (a dropped --box changes L, hence t_0 = 1/L; a dropped --x-star leaves dist_to_opt empty)."""
+    status, shipped = _toy(tmp_path, "shipped", "--problem", "sinpl", "--dim", "2")
+    assert status == 0
+    status, mine = _toy(tmp_path, "mine", "--problem", SINPL_2D, "--box", "-4", "4", "--x-star", "0", "0")
+    assert status == 0
+    for column in NUMERIC:
+        np.testing.assert_allclose(mine[column], shipped[column], rtol=1e-9, atol=1e-300)
+
+
+def test_cli_data_file_reproduces_the_shipped_least_squares_run(tmp_path):
+    """--data FILE.npz of least_squares' own A and b gives its trace number for number."""
+    shipped = LeastSquares(100)
+    np.savez(tmp_path / "ls.npz", A=shipped.A, b=shipped.b)
+    status, a = _toy(tmp_path, "shipped", "--problem", "least_squares")
+    assert status == 0
+    status, b = _toy(tmp_path, "mine", "--problem", "least_squares", "--data", str(tmp_path / "ls.npz"))
+    assert status == 0
+    for column in NUMERIC:
+        assert np.array_equal(a[column], b[column], equal_nan=True), column
+
+
+def test_cli_problem_class_runs_and_bad_input_is_one_line(tmp_path, capsys):
+    """A Problem class from a file runs; a data file for a non-finite-sum, a missing data file and a
+    wrong-length --x-star are refused in one line with exit 2 and nothing written."""
+    path = tmp_path / "mine.py"
+    path.write_text(readme_example())
+    status, trace = _toy(tmp_path, "class", "--problem", f"{path}:MyQuartic")
+    assert status == 0 and trace["grad_norm"][-1] < trace["grad_norm"][0]
+    capsys.readouterr()
+    for name, flags, pattern in [
+            ("a", ["--problem", "quadratic", "--data", str(tmp_path / "x.npz")], "--data applies to the finite sums"),
+            ("b", ["--problem", "ridge", "--data", str(tmp_path / "missing.npz")], "missing.npz"),
+            ("c", ["--problem", SINPL_2D, "--x-star", "0"], "x.star")]:
+        status, _ = _toy(tmp_path, name, *flags)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1 and re.search(pattern, err[0]), err
+        assert not (tmp_path / name).exists()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from convergence.deepnet import MODEL_NAMES
 from convergence.errors import unknown
 
 
@@ -114,6 +115,7 @@ MODELS = {
     "resnet34": lambda c: ResNet([3, 4, 6, 3], c),
     "wrn28_10": lambda c: WideResNet(28, 10, c),
 }
+assert tuple(MODELS) == MODEL_NAMES, "convergence.deepnet.MODEL_NAMES lists the models for torch-free checks"
 
 
 def make_model(name: str, num_classes: int = 10) -> nn.Module:

@@ -91,6 +91,18 @@ def _check(key, ctx):
     raise KeyError(key)
 
 
+ASSUMPTIONS = {"smooth": "grad f globally Lipschitz", "lower_bounded": "f bounded below", "convex": "f convex",
+               "pl": "the PL inequality", "quadratic": "a strongly convex quadratic"}
+
+
+def problem_lacks(problem, assumptions) -> str:
+    """The assumptions ``problem`` does not declare, in words ('' when none)."""
+    missing = [a for a in assumptions if not problem_has(problem, a)]
+    words = [ASSUMPTIONS[a] + (f" (L holds {problem.smoothness_note})" if a == "smooth" and
+                               math.isfinite(problem.L) else "") for a in missing]
+    return ", ".join(words)
+
+
 def problem_has(problem, assumption: str) -> bool:
     """Whether f has a property a theorem assumes, from the metadata the problem declares."""
     return {"smooth": problem.smoothness_note == "global" and math.isfinite(problem.L),

@@ -11,7 +11,7 @@ import numpy as np
 from convergence.schedules import SCAN
 from convergence.theory import bounds
 from convergence.theory.catalogue import CONVERGENCE, HYPOTHESES, THEOREMS
-from convergence.theory.hypotheses import Context, assess, check
+from convergence.theory.hypotheses import Context, assess, check, problem_lacks
 from convergence.verdicts import tail_fit
 
 
@@ -35,8 +35,12 @@ def applicability(spec) -> str:
     if any(a.holds for a in rows):
         return ""
     if not rows:
-        return (f"no convergence theorem covers {spec.rule.name} on {spec.problem.name} "
-                f"({'deterministic' if spec.deterministic else 'stochastic'})")
+        kind = "deterministic" if spec.deterministic else "stochastic"
+        seen = spec.rule.on_full_batch() if spec.deterministic else spec.rule
+        near = [f"{th.key} assumes {problem_lacks(spec.problem, th.assumptions)}" for th in THEOREMS
+                if th.predicts in CONVERGENCE and th.covers(seen) and (spec.deterministic or not th.deterministic)]
+        return (f"no convergence theorem covers {spec.rule.name} on {spec.problem.name} ({kind})"
+                + (": " + "; ".join(near) if near else ""))
     return "; ".join(f"{a.theorem.key} needs {_hypothesis(*a.failures[0])}" for a in rows)
 
 
