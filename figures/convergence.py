@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from convergence.trace import atomic_write, read_csv  # noqa: E402
+from convergence.trace import atomic_write  # noqa: E402
 
 PANELS = [("grad_norm", r"$\|\nabla f(x_k)\|$"), ("f_gap", r"$f(x_k) - f^\star$"),
           ("dist_to_opt", r"$\|x_k - x^\star\|$")]
@@ -99,11 +99,3 @@ def save(fig, stem) -> list[Path]:
     return paths
 
 
-def plot_dirs(dirs, stem, title: str = "", labels=None, overlays=()) -> list[Path]:
-    """Compare the trace.csv of several result folders on one figure."""
-    tables = []
-    for i, d in enumerate(dirs):
-        table = read_csv(Path(d) / "trace.csv")
-        label = labels[i] if labels else Path(d).name
-        tables.append((label, table))
-    return save(plot_tables(tables, title, overlays), stem)

@@ -1,4 +1,4 @@
-"""run_toy and figures.compare as a user runs them: outputs, reproducibility, bad input."""
+"""run_toy and experiments.compare as a user runs them: outputs, reproducibility, bad input."""
 import json
 import subprocess
 import sys
@@ -124,11 +124,14 @@ def test_out_in_a_folder_that_refuses_files_is_refused_before_work():
 def test_compare_puts_several_folders_on_one_figure(tmp_path):
     for step in ("constant", "diminishing"):
         toy(tmp_path / step, "--stepsize", step, "--iters", "2000", "--runs", "2", "--lr", "0.5")
-    from figures import compare
+    from experiments import compare
     assert compare.main([str(tmp_path / "constant"), str(tmp_path / "diminishing"),
                          "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp.png").stat().st_size > 10_000 and (tmp_path / "cmp.pdf").exists()
     assert compare.main([str(tmp_path / "missing")]) == 2
+    for bad in (str(tmp_path), str(tmp_path) + "/", ""):            # a folder or nothing as the stem
+        assert compare.main([str(tmp_path / "constant"), "--out", bad]) == 2
+    assert compare.main([str(tmp_path / "constant"), "--labels", "a,b"]) == 2
 
 
 def test_figure_band_is_the_median_over_runs(tmp_path):

@@ -61,14 +61,14 @@ def test_damaged_trace_is_named_with_its_line(tmp_path, bad, message):
     d = _trace(tmp_path, [GOOD, bad])
     with pytest.raises(ValueError, match=message):
         read_csv(d / "trace.csv")
-    line = one_line(cli("figures.compare", str(d), "--out", str(tmp_path / "cmp")))
+    line = one_line(cli("experiments.compare", str(d), "--out", str(tmp_path / "cmp")))
     assert message in line and "trace.csv" in line
     assert not list(tmp_path.glob("cmp*"))
 
 
 def test_compare_refuses_an_unwritable_out_before_plotting(tmp_path):
     d = _trace(tmp_path, [GOOD])
-    proc = cli("figures.compare", str(d), "--out", "/etc/hostname/fig")
+    proc = cli("experiments.compare", str(d), "--out", "/etc/hostname/fig")
     assert proc.returncode == 2 and "cannot write to --out" in one_line(proc)
 
 

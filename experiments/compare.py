@@ -1,0 +1,73 @@
+"""Put several result folders on one convergence figure (PNG + PDF).
+
+    python -m experiments.compare results/quadratic-sam-constant results/quadratic-sam-diminishing \
+        --out results/compare
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from convergence.errors import InputError
+from experiments.common import OneLineParser, check_writable, fail
+
+PROG = "python -m experiments.compare"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dirs", nargs="+", help="result folders holding trace.csv (written by run_toy or a sweep)")
+    parser.add_argument("--out", default="results/compare",
+                        help="output stem: STEM.png and STEM.pdf are written (default results/compare)")
+    parser.add_argument("--title", default="", help="figure title (default none)")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated legend labels, one per folder (default: the folder names)")
+    return parser
+
+
+def tables(dirs, labels=None) -> list[tuple[str, dict]]:
+    """(label, trace columns) of each folder; InputError names a folder without a readable trace."""
+    from convergence.trace import read_csv
+    if labels and len(labels) != len(dirs):
+        raise InputError(f"--labels has {len(labels)} names for {len(dirs)} folders: give one per folder")
+    out = []
+    for i, d in enumerate(dirs):
+        if not (Path(d) / "trace.csv").is_file():
+            raise InputError(f"{d} has no trace.csv: pass folders written by run_toy or a sweep")
+        try:
+            out.append((labels[i] if labels else Path(d).name, read_csv(Path(d) / "trace.csv")))
+        except (ValueError, OSError, UnicodeDecodeError) as err:
+            raise InputError(str(err)) from None
+    return out
+
+
+def check_stem(stem: str) -> Path:
+    """The output stem: not empty, not an existing folder, in a writable folder."""
+    path = Path(stem)
+    if not stem.strip() or stem.endswith(("/", "\\")) or path.is_dir():
+        raise InputError(f"--out '{stem}' must name a file stem (STEM.png and STEM.pdf are written), not a folder")
+    check_writable(path.parent)
+    return path
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        stem = check_stem(args.out)
+        data = tables(args.dirs, args.labels.split(",") if args.labels else None)
+        from figures.convergence import plot_tables, save
+        paths = save(plot_tables(data, args.title), stem)
+    except InputError as err:
+        return fail(PROG, str(err))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted; nothing written\n")
+        return 130
+    except OSError as err:
+        return fail(PROG, f"cannot write {args.out} ({err.strerror or err}): free space or choose another --out")
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
