@@ -15,8 +15,7 @@ import numpy as np  # noqa: E402
 
 from convergence.trace import atomic_write  # noqa: E402
 
-PANELS = [("grad_norm", r"$\|\nabla f(x_k)\|$"), ("f_gap", r"$f(x_k) - f^\star$"),
-          ("dist_to_opt", r"$\|x_k - x^\star\|$")]
+PANELS = [("grad_norm", "‖∇f(x_k)‖"), ("f_gap", "f(x_k) − f*"), ("dist_to_opt", "‖x_k − x*‖")]
 # Okabe & Ito (2008) colour-blind-safe palette
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
@@ -24,29 +23,80 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8
                      "figure.dpi": 120, "savefig.bbox": "tight", "pdf.fonttype": 42})
 
 
-def band(table: dict, column: str):
-    """(iterations, median, 10 %, 90 %) over the runs of one trace table at each recorded k.
+HUGE = np.finfo(float).max / 8      # a diverged run's value: above every finite one, and no inf - inf
 
-    The blown-up iterate that ends a diverged run is left out: it would swamp the scale.
+
+def band(table: dict, column: str):
+    """(iterations, median, 10 %, 90 %) over all runs of one trace table at each recorded k.
+
+    A run that diverged counts as +inf from its blow-up on (its blown-up iterate itself is left out),
+    so the median is over every run, not over the survivors: it turns infinite (and is not drawn)
+    once half of the runs have diverged.
     """
-    its, vals = table["iter"], table[column]
-    blown = np.zeros(len(its), dtype=bool)
-    for r in np.unique(table["run"][table["status"] == "diverged"]):
-        rows = np.flatnonzero(table["run"] == r)
-        blown[rows[np.argmax(its[rows])]] = True
-    its, vals = its[~blown], vals[~blown]
+    its, vals, runs = table["iter"], np.asarray(table[column], float), table["run"]
+    blown, ends = np.zeros(len(its), dtype=bool), {}
+    for r in np.unique(runs[table["status"] == "diverged"]):
+        rows = np.flatnonzero(runs == r)
+        last = rows[np.argmax(its[rows])]
+        blown[last], ends[r] = True, its[last]
+    ids = np.unique(runs)
+    its, vals, runs = its[~blown], vals[~blown], runs[~blown]
     ks = np.unique(its)
-    stats = []
-    for k in ks:
-        v = vals[its == k]
-        v = v[np.isfinite(v)]
-        stats.append(np.percentile(v, [50, 10, 90]) if len(v) else [np.nan] * 3)
-    stats = np.array(stats)
+    grid = np.full((len(ks), len(ids)), np.nan)
+    grid[np.searchsorted(ks, its), np.searchsorted(ids, runs)] = vals
+    for r, end in ends.items():
+        grid[ks >= end, np.searchsorted(ids, r)] = HUGE
+    grid[np.isinf(grid)] = HUGE
+    with np.errstate(all="ignore"):
+        stats = np.array([np.percentile(row[~np.isnan(row)], [50, 10, 90]) if (~np.isnan(row)).any()
+                          else [np.nan] * 3 for row in grid])
+    stats[stats >= HUGE / 2] = np.inf
     return ks, stats[:, 0], stats[:, 1], stats[:, 2]
 
 
+def run_count(table: dict) -> str:
+    """'16 runs' or '16 runs, 3 diverged', for a legend."""
+    runs = len(np.unique(table["run"]))
+    diverged = len(np.unique(table["run"][table["status"] == "diverged"]))
+    return f"{runs} runs" + (f", {diverged} diverged" if diverged else "")
+
+
+def draw_band(ax, table, column, colour, label, style="-", marker=None):
+    """The median (a line in ``style`` with sparse ``marker``s) and the 10-90 % band of ``column``."""
+    ks, med, lo, hi = band(table, column)
+    x = ks + 1.0                                  # k + 1: k = 0 fits on the log axis
+    pos = (med > 0) & np.isfinite(med)
+    ax.plot(x[pos], med[pos], color=colour, lw=1.4, ls=style, marker=marker, markevery=0.1, ms=4, label=label)
+    top = np.where(np.isfinite(hi[pos]), hi[pos], med[pos])
+    ax.fill_between(x[pos], np.maximum(lo[pos], 1e-300), top, color=colour, alpha=0.18, lw=0)
+
+
+STYLES = [("-", None), ("--", "o"), (":", "s"), ("-.", "^"), ("-", "D"), ("--", "v"), (":", "x"), ("-.", "+")]
+
+
+def clip_y(ax, decades: float = 17.0) -> None:
+    """Log y-limits on the informative range: at most ``decades`` below the largest value drawn
+    (double precision resolves about 16 decades; below that lies round-off)."""
+    ys = np.concatenate([line.get_ydata() for line in ax.get_lines()] or [np.zeros(0)])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    if len(ys):
+        top, low = ys.max(), ys.min()
+        ax.set_ylim(max(low, top * 10.0 ** -decades) / 2, top * 2)
+
+
+def legend(fig, axes) -> None:
+    """One legend for the figure, naming every curve once, below the panels."""
+    handles = {}
+    for ax in np.ravel(axes):
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", frameon=False,
+               ncol=min(len(handles), 3), title="median over runs, band 10–90 %", fontsize=8)
+
+
 def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
-    """One figure with a panel per quantity and a median curve + band per (label, table).
+    """One figure with a panel per quantity and a median curve + band per (label, table); each curve's
+    legend entry gives its number of runs and of diverged ones.
 
     ``overlays``: (curve, column, label) with curve = {"iter": [...], "median": [...]}, a theoretical
     bound drawn dashed on the panel of ``column``.
@@ -55,25 +105,21 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
     for ax, (column, ylabel) in zip(axes[0], panels):
         for i, (label, table) in enumerate(tables):
-            ks, med, lo, hi = band(table, column)
-            x = ks + 1.0                                  # k + 1: k = 0 fits on the log axis
-            pos = (med > 0) & np.isfinite(med)
-            colour = PALETTE[i % len(PALETTE)]
-            ax.plot(x[pos], med[pos], color=colour, lw=1.4, label=label)
-            ax.fill_between(x[pos], np.maximum(lo[pos], 1e-300), hi[pos], color=colour, alpha=0.2, lw=0)
+            style, marker = STYLES[i % len(STYLES)] if len(tables) > 1 else ("-", None)
+            draw_band(ax, table, column, PALETTE[i % len(PALETTE)], f"{label} ({run_count(table)})", style, marker)
         for j, (curve, col, label) in enumerate(overlays):
             if col == column:
                 x, y = np.asarray(curve["iter"], float) + 1, np.asarray(curve["median"], float)
                 ok = np.isfinite(y) & (y > 0)
                 ax.plot(x[ok], y[ok], ls="--", lw=1.1, color="0.25" if j % 2 == 0 else "0.5", label=label)
-        ax.set(xscale="log", yscale="log", xlabel="iteration $k + 1$", ylabel=ylabel)
-        if overlays and any(col == column for _, col, _ in overlays):
-            ax.legend(frameon=False, fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel="iteration k + 1", ylabel=ylabel)
+        clip_y(ax)
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(title="median, 10-90 %", frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    rows = len({lab for ax in axes[0] for lab in ax.get_legend_handles_labels()[1]})
+    fig.tight_layout(rect=(0, 0.08 + 0.06 * ((rows + 2) // 3), 1, 1))
+    legend(fig, axes)
     return fig
 
 

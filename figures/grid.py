@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.convergence import PALETTE, band, plt
+from figures.convergence import PALETTE, STYLES, clip_y, draw_band, legend, plt, run_count
 
 
 def pool(tables: list[dict]) -> dict:
@@ -31,16 +31,17 @@ def grid_figure(cells: list[tuple[dict, dict]], title: str):
                           and (a["method"], a["lr"], a["rho"]) == key]
                 if not tables:
                     continue
-                ks, med, lo, hi = band(pool(tables), "grad_norm")
-                ok = np.isfinite(med) & (med > 0)
-                label = key[0] + (f" t0={key[1]}" if several[1] else "") + (f" rho={key[2]}" if several[2] else "")
-                colour = PALETTE[n % len(PALETTE)]
-                ax.plot(ks[ok] + 1.0, med[ok], color=colour, lw=1.3, label=label)
-                ax.fill_between(ks[ok] + 1.0, np.maximum(lo[ok], 1e-300), hi[ok], color=colour, alpha=0.2, lw=0)
-            ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration $k + 1$",
-                   ylabel=r"$\|\nabla f(x_k)\|$" if j == 0 else None)
+                table = pool(tables)
+                label = key[0] + (f" t₀={key[1]}" if several[1] else "") + (f" ρ={key[2]}" if several[2] else "")
+                style, marker = STYLES[n % len(STYLES)]
+                draw_band(ax, table, "grad_norm", PALETTE[n % len(PALETTE)], f"{label}", style, marker)
+                ax.text(0.02, 0.02 + 0.07 * n, f"{key[0]}: {run_count(table)}", transform=ax.transAxes,
+                        fontsize=6, color=PALETTE[n % len(PALETTE)])
+            ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration k + 1",
+                   ylabel="‖∇f(x_k)‖" if j == 0 else None)
+            clip_y(ax)
             ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(title="median, 10-90 %", frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12 + 0.05 * ((len(curves) + 2) // 3) / len(problems), 1, 1))
+    legend(fig, axes)
     return fig

@@ -151,3 +151,20 @@ def test_divergence_is_reported_and_the_other_runs_finish(tmp_path, capsys):
     assert "runs diverged (exit status 3)" in capsys.readouterr().out
     assert toy(tmp_path / "ok", "--problem", "styblinski_tang", "--lr", "0.001", "--iters", "200",
                "--runs", "4") == 0
+
+
+def test_figure_medians_count_diverged_runs_as_infinite():
+    """3 of 5 runs blow up at k = 2: from there the median is infinite (not drawn) and the 90 % line
+    too, while the 10 % line follows the survivors. A median over survivors only (the old band) would
+    show a converging curve for a method that mostly diverges."""
+    from figures.convergence import band, run_count
+    # runs 0, 1 recorded at k = 0..3; runs 2-4 at k = 0, 1 and their blown-up iterate at k = 2
+    runs = np.array([0] * 4 + [1] * 4 + [2] * 3 + [3] * 3 + [4] * 3)
+    its = np.array([0, 1, 2, 3] * 2 + [0, 1, 2] * 3)
+    vals = np.array([1.0, 0.5, 0.25, 0.125] * 2 + [1.0, 0.5, 1e300] * 3)
+    status = np.array(["converged"] * 8 + ["diverged"] * 9, dtype=object)
+    table = {"iter": its, "run": runs, "status": status, "grad_norm": vals}
+    ks, med, lo, hi = band(table, "grad_norm")
+    assert list(ks) == [0, 1, 2, 3]
+    assert med[1] == 0.5 and np.isinf(med[2]) and np.isinf(hi[3]) and lo[3] == 0.125
+    assert run_count(table) == "5 runs, 3 diverged"
