@@ -25,11 +25,12 @@ def rng():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests of the deep-net files `torch` and those of test_ray.py `ray`, so that
-    `pytest -m "not torch"` and the like select by what a test needs."""
+    """Mark the tests of the deep-net files (and those skipped for want of torch) `torch` and those of
+    test_ray.py `ray`, so that `pytest -m "torch or ray"` runs what a torch-free pass skipped."""
     for item in items:
         name = item.path.name
-        if name.startswith("test_deepnet"):
+        skips = " ".join(str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+        if name.startswith("test_deepnet") or name == "test_gpu_check.py" or "needs torch" in skips:
             item.add_marker(pytest.mark.torch)
         elif name == "test_ray.py":
             item.add_marker(pytest.mark.ray)

@@ -163,13 +163,14 @@ def test_bad_cifar_input(tmp_path, flags, message):
 
 
 NO_TORCH = importlib.util.find_spec("torch") is None
+TORCH_HINT = "the deep-net module needs torch: pip install -e \".[deepnet]\""
 
 
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 @pytest.mark.parametrize("cifar_args,message", [
     ("--bogus-flag 3", "unrecognized arguments: --bogus-flag 3"),
     pytest.param("--limit-train -5", "--limit-train must be a finite positive integer, got -5",
-                 marks=pytest.mark.skipif(NO_TORCH, reason="run_cifar's configure needs torch")),
+                 marks=pytest.mark.skipif(NO_TORCH, reason=TORCH_HINT)),
 ])
 def test_bad_cifar_args_are_refused_before_anything_is_written(tmp_path, capsys, cifar_args, message, dry_run):
     out = tmp_path / "out"
@@ -180,7 +181,7 @@ def test_bad_cifar_args_are_refused_before_anything_is_written(tmp_path, capsys,
     assert err.count("\n") == 1 and not out.exists()
 
 
-@pytest.mark.skipif(NO_TORCH, reason="run_cifar's configure needs torch")
+@pytest.mark.skipif(NO_TORCH, reason=TORCH_HINT)
 def test_cifar_cells_check_this_machines_gpus_only_when_they_run_here(tmp_path, monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
