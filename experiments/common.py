@@ -9,8 +9,24 @@ import tempfile
 from pathlib import Path
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written; every flag's help ends with its default unless it states one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):
+            text += " (default %(default)s)"
+        return text
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (no usage dump) and exits with status 2."""
+    """argparse that reports a bad flag as one line (no usage dump) and exits with status 2; help
+    lists every flag's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser = OneLineParser(prog="python -m experiments.reproduce", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paper", help=f"one of: {', '.join(available())}, or all")
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, as the tests run them (times per paper in README.md)")
     parser.add_argument("--out", default=None, help="output folder (default results/reproduce/<paper>)")
     args = parser.parse_args(argv)
     papers = available() if args.paper == "all" else [args.paper]

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="sam", help=f"one of: {', '.join(METHODS)} (default sam)")
     p.add_argument("--stepsize", default="diminishing",
-                   help="t_k: constant, diminishing, pl-decreasing or an expression in k (default diminishing)")
+                   help="t_k: constant (lr), diminishing (lr/(k+1)^decay), pl-decreasing (Oikonomou & Loizou's rule, "
+                        "with --lr/--rho theory for gamma*, rho*) or an expression in k such as '0.1/(k+1)**0.75' "
+                        "(default diminishing)")
     p.add_argument("--problem", default="quadratic",
                    help=f"one of: {', '.join(PROBLEMS)} (default quadratic); or your own: \"expr:<formula in "
                         f"x1..xd>\", path/to/file.py:Class or module:Class")

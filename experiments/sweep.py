@@ -164,12 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rho-decay", type=float, default=0.6, help="q of rho_k = rho/(k+1)^q (default 0.6)")
     t.add_argument("--sampling", default="full", help="full, tau-nice, importance or single (default full)")
     t.add_argument("--batch", type=int, default=None, help="samples per step (default 1)")
-    t.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    t.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="arithmetic of the toy iterates, as run_toy's --dtype")
     c = p.add_argument_group("cifar cells (as run_cifar)")
-    c.add_argument("--epochs", type=int, default=200)
-    c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument("--weight-decay", type=float, default=1e-3)
-    c.add_argument("--momentum", type=float, default=0.0)
+    c.add_argument("--epochs", type=int, default=200, help="training epochs per CIFAR cell")
+    c.add_argument("--batch-size", type=int, default=128, help="mini-batch size (samples) per CIFAR step")
+    c.add_argument("--weight-decay", type=float, default=1e-3, help="SGD weight decay of the CIFAR cells")
+    c.add_argument("--momentum", type=float, default=0.0, help="SGD momentum of the CIFAR cells")
     c.add_argument("--amp", action="store_true", help="bf16 autocast")
     c.add_argument("--cifar-args", default="",
                    help="more run_cifar flags for every cell, e.g. \"--limit-train 512 --device cpu\"")
