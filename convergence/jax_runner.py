@@ -1,0 +1,192 @@
+"""The compiled backend: runner.iterate's loop under jax.jit, executing the same rule objects.
+
+    x_{k+1} = x_k - t_k g_k,   g_k = grad f_S(x_k + rho_k d_k),   d_k from the method's rule.
+
+Nothing here knows a method, a problem or a sampler: the rules of convergence.methods, the
+problems' f/grad and the samplers run unchanged on jax arrays (convergence.vec, problems and
+samplers take jax.numpy through ``array_namespace``); random numbers and samples come from the same
+counter-based SplitMix64 streams (uint64), so both backends agree to round-off (tested to 1e-12
+relative on every recorded value). Between two steps of the recording grid the loop is one
+``lax.fori_loop``; a recording step and the loop after it are one jitted call, float64 throughout.
+
+Divergence: a run whose iterate leaves [-BLOWUP, BLOWUP] (or is NaN) is frozen at that first
+diverged iterate and flagged (the numpy runner removes it from the batch instead); its last
+record, like the numpy runner's, is that iterate, at final_iter = the step after which it diverged.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from convergence.errors import InputError
+from convergence.random import Streams
+from convergence.runner import BLOWUP, PROGRESS_EVERY, PerRun, _record_final
+from convergence.sampling import FullBatch
+from convergence.trace import Trace, geometric_grid
+from convergence.vec import norm
+
+INSTALL = 'the jax backend needs JAX, which is not installed: pip install -e ".[jax]"'
+RECORDED = ("f", "f_gap", "grad_norm", "dist_to_opt", "step", "rho", "err", "err_bound", "path_length")
+
+
+def require_jax():
+    """The jax module, float64 enabled; InputError with the install line when JAX is missing."""
+    try:
+        import jax
+    except ImportError:
+        raise InputError(INSTALL, "backend") from None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _table(schedule, iters: int, runs: int):
+    """(values, index): values (iters,) of one schedule, or (iters, distinct) of a PerRun with each
+    run's column in index (runs,); index is None for one schedule."""
+    if isinstance(schedule, PerRun):
+        return np.stack([s.values(iters) for s in schedule.schedules], axis=1), np.asarray(schedule.index)
+    if hasattr(schedule, "values"):
+        return np.asarray(schedule.values(iters), dtype=np.float64), None
+    return np.array([schedule(k) for k in range(iters)], dtype=np.float64), None
+
+
+def _at(table, index, k):
+    """The schedule at step k: a scalar, or (runs, 1) per-run values."""
+    row = table[k]
+    return row if index is None else row[index][:, None]
+
+
+_COMPILED: dict = {}      # (ids of problem, rule, sampler, schedule kinds) -> (those objects, jitted segment)
+
+
+def _segment_fn(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
+    """The jitted ``segment(consts, carry, start, stop, record)``: step ``start`` (recorded when
+    ``record``), then steps start+1 .. stop-1 in a fori_loop. Cached per (problem, rule, sampler)."""
+    key = (id(problem), id(rule), id(sampler), per_run_t, per_run_rho)
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0] == (problem, rule, sampler):
+        return hit[1]
+    jnp, lax = jax.numpy, jax.lax
+
+    def step(consts, carry, k, record):
+        X, state, alive, length, final_iter = carry
+        t = _at(consts["t"], consts["t_index"] if per_run_t else None, k)
+        rho = _at(consts["rho"], consts["rho_index"] if per_run_rho else None, k)
+        streams = Streams(consts["seed"], consts["run_ids"], k)
+        oracle = sampler.oracle(problem, streams)
+        G, bound, state = rule.gradient(k, X, oracle, state, rho, streams)
+        rec = _record(jnp, problem, X, G, bound, t, rho, length, alive) if record else None
+        X_next = jnp.where(alive[:, None], X - t * G, X)
+        length = length + jnp.where(alive, jnp.abs(jnp.ravel(t)) * jnp.sqrt(jnp.einsum("ij,ij->i", G, G)), 0.0)
+        ok = jnp.all(jnp.abs(X_next) <= BLOWUP, axis=1)             # False on NaN
+        final_iter = jnp.where(alive & ~ok, k + 1, final_iter)
+        return (X_next, state, alive & ok, length, final_iter), rec
+
+    def segment(consts, carry, start, stop, record):
+        carry, rec = step(consts, carry, start, record)
+        carry = lax.fori_loop(start + 1, stop, lambda k, c: step(consts, c, k, False)[0], carry)
+        return carry, rec
+
+    fn = jax.jit(segment, static_argnums=(4,))
+    if len(_COMPILED) > 16:
+        _COMPILED.clear()
+    _COMPILED[key] = ((problem, rule, sampler), fn)
+    return fn
+
+
+def _record(jnp, problem, X, G, bound, t, rho, length, alive):
+    """runner._record's columns at x_k, as (runs,) arrays, NaN for runs already diverged."""
+    runs = X.shape[0]
+    fx = problem.f(X)
+    true_grad = problem.grad(X)
+    out = {"f": fx, "grad_norm": norm(true_grad)[:, 0], "err": norm(G - true_grad)[:, 0],
+           "step": jnp.broadcast_to(jnp.ravel(t), (runs,)), "rho": jnp.broadcast_to(jnp.ravel(rho), (runs,)),
+           "path_length": length}
+    if problem.f_star is not None:
+        out["f_gap"] = fx - problem.f_star
+    dist = problem.dist_to_opt(X)
+    if dist is not None:
+        out["dist_to_opt"] = dist
+    if bound is not None:
+        out["err_bound"] = jnp.broadcast_to(bound, (runs, 1))[:, 0]
+    return {name: jnp.where(alive, v, jnp.nan) for name, v in out.items()}
+
+
+def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, x0: np.ndarray | None = None,
+            sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None, timings: dict | None = None
+            ) -> Trace:
+    """runner.iterate on the compiled backend: the same arguments, the same Trace (float64 only).
+    ``timings``, when given, receives 'compile' and 'iterations' seconds (the first jitted call of
+    each kind, compilation included, is counted as compile time)."""
+    import time
+    jax = require_jax()
+    jnp = jax.numpy
+    if np.dtype(dtype) != np.float64:
+        raise InputError("the jax backend runs in float64 only: drop dtype float32 or use backend numpy", "dtype")
+    sampler = sampler or FullBatch()
+    X = np.array(problem.x0(runs, seed) if x0 is None else x0, dtype=np.float64)
+    if X.shape != (runs, problem.dim):
+        raise ValueError(f"x0 has shape {X.shape}, expected ({runs}, {problem.dim})")
+    seeds = np.asarray(seed)
+    run_ids = np.arange(runs) if run_ids is None else np.asarray(run_ids)
+    grid = geometric_grid(iters) if grid is None else np.asarray(grid)
+    grid = grid[(grid >= 0) & (grid < iters)]
+    for value in rule.options().values():           # schedules in k a rule reads (Unified's lam): tabled
+        if callable(value) and hasattr(value, "values"):
+            value.values(iters)
+    t_tab, t_index = _table(stepsize, iters, runs)
+    rho_tab, rho_index = _table(radius, iters, runs)
+    consts = {"t": jnp.asarray(t_tab), "rho": jnp.asarray(rho_tab),
+              "t_index": None if t_index is None else jnp.asarray(t_index),
+              "rho_index": None if rho_index is None else jnp.asarray(rho_index),
+              "seed": jnp.asarray(seeds.astype(np.uint64)), "run_ids": jnp.asarray(run_ids.astype(np.uint64))}
+    segment = _segment_fn(jax, problem, rule, sampler, t_index is not None, rho_index is not None)
+    trace = Trace(rule.name, problem.name, grid, runs, eps=float(np.finfo(np.float64).eps))
+    carry = (jnp.asarray(X), rule.init(X), jnp.ones(runs, dtype=bool), jnp.zeros(runs),
+             jnp.full(runs, iters, dtype=jnp.int64))
+    # segments: [start, stop) with start recorded when it is a grid step; step 0 alone first (a
+    # rule's state may change its form after its first step: F-SAM's and VaSSO's None -> array)
+    starts = sorted({0, 1} | {int(g) for g in grid}) if iters else []
+    starts = [s for s in starts if s < iters]
+    bounds = list(zip(starts, starts[1:] + [iters]))
+    recorded = {int(g): i for i, g in enumerate(grid)}
+    rows, seen, clock = [], set(), {"compile": 0.0, "iterations": 0.0}
+    i64 = np.int64
+    for start, stop in bounds:
+        record = start in recorded
+        kind = (record, start == 0)
+        tick = time.perf_counter()
+        try:
+            carry, rec = segment(consts, carry, i64(start), i64(stop), record)
+        except InputError:
+            raise
+        except Exception as err:       # a formula that does not run on jax arrays: one line, no trace
+            if seen:
+                raise
+            raise InputError(f"the jax backend cannot run method '{rule.name}' on problem '{problem.name}' "
+                             f"with sampling '{sampler.name}' ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]}): use backend numpy", "backend") from None
+        if kind not in seen:
+            jax.block_until_ready(carry)
+            seen.add(kind)
+            clock["compile"] += time.perf_counter() - tick
+        else:
+            clock["iterations"] += time.perf_counter() - tick
+        if record:
+            rows.append((recorded[start], rec))
+        if progress is not None and stop // PROGRESS_EVERY > start // PROGRESS_EVERY:
+            jax.block_until_ready(carry)
+            progress(stop)
+    tick = time.perf_counter()
+    X, alive, length, final_iter = (np.asarray(carry[i]) for i in (0, 2, 3, 4))
+    for row, rec in rows:
+        for name, values in rec.items():
+            trace.data[name][row] = np.asarray(values)
+    clock["iterations"] += time.perf_counter() - tick
+    everyone = np.arange(runs)
+    _record_final(trace, everyone, problem, X, final_iter)
+    trace.final["path_length"][:] = length
+    trace.diverged[:] = ~alive
+    trace.final_x = X[alive]
+    trace.final_runs = everyone[alive]
+    if timings is not None:
+        timings.update(clock)
+    return trace
