@@ -110,6 +110,37 @@ def _record(jnp, problem, X, G, bound, t, rho, length, alive):
     return {name: jnp.where(alive, v, jnp.nan) for name, v in out.items()}
 
 
+def _refusal(err, problem, rule, sampler) -> InputError:
+    return InputError(f"backend jax cannot run method '{rule.name}' on problem '{problem.name}' with sampling "
+                      f"'{sampler.name}' ({type(err).__name__}: {' '.join(str(err).split()).split('. ')[0][:120]}): use "
+                      f"backend numpy", "backend")
+
+
+def check(problem, rule, sampler, dtype: str = "float64") -> None:
+    """Refuse, in one line (InputError), what the compiled backend cannot run, before any work: JAX
+    missing, float32, or a problem, rule or sampler whose formulas do not run on jax arrays (traced
+    once, abstractly: nothing is compiled)."""
+    jax = require_jax()
+    jnp = jax.numpy
+    if np.dtype(dtype) != np.float64:
+        raise InputError("dtype float32 is not available on backend jax (float64 only): use backend numpy",
+                         "dtype")
+    for value in rule.options().values():
+        if callable(value) and hasattr(value, "values"):
+            value.values(2)
+    consts = {"t": jnp.zeros(2), "rho": jnp.zeros(2), "t_index": None, "rho_index": None,
+              "seed": jnp.zeros((), dtype=jnp.uint64), "run_ids": jnp.zeros(1, dtype=jnp.uint64)}
+    x = np.asarray(problem.x0(1, 0), dtype=np.float64)
+    carry = (jnp.asarray(x), rule.init(x), jnp.ones(1, dtype=bool), jnp.zeros(1), jnp.zeros(1, dtype=jnp.int64))
+    segment = _segment_fn(jax, problem, rule, sampler, False, False)
+    try:
+        jax.eval_shape(lambda c, x: segment(c, x, np.int64(0), np.int64(1), True), consts, carry)
+    except InputError:
+        raise
+    except Exception as err:
+        raise _refusal(err, problem, rule, sampler) from None
+
+
 def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, x0: np.ndarray | None = None,
             sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None, timings: dict | None = None
             ) -> Trace:
@@ -120,7 +151,8 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     jax = require_jax()
     jnp = jax.numpy
     if np.dtype(dtype) != np.float64:
-        raise InputError("the jax backend runs in float64 only: drop dtype float32 or use backend numpy", "dtype")
+        raise InputError("dtype float32 is not available on backend jax (float64 only): use backend numpy",
+                         "dtype")
     sampler = sampler or FullBatch()
     X = np.array(problem.x0(runs, seed) if x0 is None else x0, dtype=np.float64)
     if X.shape != (runs, problem.dim):
@@ -161,9 +193,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         except Exception as err:       # a formula that does not run on jax arrays: one line, no trace
             if seen:
                 raise
-            raise InputError(f"the jax backend cannot run method '{rule.name}' on problem '{problem.name}' "
-                             f"with sampling '{sampler.name}' ({type(err).__name__}: "
-                             f"{' '.join(str(err).split())[:200]}): use backend numpy", "backend") from None
+            raise _refusal(err, problem, rule, sampler) from None
         if kind not in seen:
             jax.block_until_ready(carry)
             seen.add(kind)
