@@ -148,3 +148,13 @@ def test_divergence_is_reported_and_the_other_runs_finish(tmp_path, capsys):
     assert "runs diverged (exit status 3)" in capsys.readouterr().out
     assert toy(tmp_path / "ok", "--problem", "styblinski_tang", "--lr", "0.001", "--iters", "200",
                "--runs", "4") == 0
+
+
+def test_backend_jax_without_jax_says_how_to_install(tmp_path, capsys, monkeypatch):
+    """Without JAX installed, --backend jax is one line naming the extra, exit 2, nothing written."""
+    monkeypatch.setitem(sys.modules, "jax", None)          # import jax now raises ImportError
+    from experiments.run_toy import main
+    assert main(["--backend", "jax", "--iters", "10", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install -e ".[jax]"' in err
+    assert not (tmp_path / "out").exists()
