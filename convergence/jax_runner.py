@@ -54,6 +54,7 @@ def _at(table, index, k):
     return row if index is None else row[index][:, None]
 
 
+_FULL = FullBatch()        # the default sampler, one object: compiled segments are cached per sampler
 _COMPILED: dict = {}      # (ids of problem, rule, sampler, schedule kinds) -> (those objects, jitted segment)
 
 
@@ -153,7 +154,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     if np.dtype(dtype) != np.float64:
         raise InputError("dtype float32 is not available on backend jax (float64 only): use backend numpy",
                          "dtype")
-    sampler = sampler or FullBatch()
+    sampler = sampler or _FULL
     X = np.array(problem.x0(runs, seed) if x0 is None else x0, dtype=np.float64)
     if X.shape != (runs, problem.dim):
         raise ValueError(f"x0 has shape {X.shape}, expected ({runs}, {problem.dim})")
