@@ -7,7 +7,8 @@ problems' f/grad and the samplers run unchanged on jax arrays (convergence.vec, 
 samplers take jax.numpy through ``array_namespace``); random numbers and samples come from the same
 counter-based SplitMix64 streams (uint64), so both backends agree to round-off (tested to 1e-12
 relative on every recorded value). Between two steps of the recording grid the loop is one
-``lax.fori_loop``; a recording step and the loop after it are one jitted call, float64 throughout.
+``lax.fori_loop``, and a ``lax.scan`` over the grid's rows makes the whole run one compiled call
+(float64 throughout; ``progress`` hears only the end).
 
 Divergence: a run whose iterate leaves [-BLOWUP, BLOWUP] (or is NaN) is frozen at that first
 diverged iterate and flagged (the numpy runner removes it from the batch instead); its last
@@ -19,7 +20,7 @@ import numpy as np
 
 from convergence.errors import InputError
 from convergence.random import Streams
-from convergence.runner import BLOWUP, PROGRESS_EVERY, PerRun, _record_final
+from convergence.runner import BLOWUP, PerRun, _record_final
 from convergence.sampling import FullBatch
 from convergence.trace import Trace, geometric_grid
 from convergence.vec import norm
@@ -54,17 +55,20 @@ def _at(table, index, k):
     return row if index is None else row[index][:, None]
 
 
-_FULL = FullBatch()        # the default sampler, one object: compiled segments are cached per sampler
-_COMPILED: dict = {}      # (ids of problem, rule, sampler, schedule kinds) -> (those objects, jitted segment)
+_FULL = FullBatch()        # the default sampler, one object: compiled loops are cached per sampler
+_COMPILED: dict = {}      # (ids of problem, rule, sampler, schedule kinds) -> (those objects, functions, executables)
 
 
-def _segment_fn(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
-    """The jitted ``segment(consts, carry, start, stop, record)``: step ``start`` (recorded when
-    ``record``), then steps start+1 .. stop-1 in a fori_loop. Cached per (problem, rule, sampler)."""
+def _loop_fns(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
+    """The jitted loops of one (problem, rule, sampler), with a cache of their compiled executables:
+    ``first(consts, carry)``: step 0 alone, recorded (a rule's state may change form after it);
+    ``advance(consts, carry, start, stop)``: steps start..stop-1, unrecorded (one fori_loop);
+    ``rows(consts, carry, starts, stops)``: for each grid row, step starts[i] recorded, then the steps
+    up to stops[i] in a fori_loop (a lax.scan over the rows: the whole run is one call)."""
     key = (id(problem), id(rule), id(sampler), per_run_t, per_run_rho)
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] == (problem, rule, sampler):
-        return hit[1]
+        return hit[1], hit[2]
     jnp, lax = jax.numpy, jax.lax
 
     def step(consts, carry, k, record):
@@ -81,16 +85,38 @@ def _segment_fn(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool)
         final_iter = jnp.where(alive & ~ok, k + 1, final_iter)
         return (X_next, state, alive & ok, length, final_iter), rec
 
-    def segment(consts, carry, start, stop, record):
-        carry, rec = step(consts, carry, start, record)
-        carry = lax.fori_loop(start + 1, stop, lambda k, c: step(consts, c, k, False)[0], carry)
-        return carry, rec
+    def plain(consts, carry, start, stop):
+        return lax.fori_loop(start, stop, lambda k, c: step(consts, c, k, False)[0], carry)
 
-    fn = jax.jit(segment, static_argnums=(4,))
+    def first(consts, carry, record):
+        return step(consts, carry, jnp.int64(0), record)
+
+    def rows(consts, carry, starts, stops):
+        def row(c, bounds):
+            c, rec = step(consts, c, bounds[0], True)
+            return plain(consts, c, bounds[0] + 1, bounds[1]), rec
+        return lax.scan(row, carry, (starts, stops))
+
+    fns = {"step": step, "first_rec": jax.jit(lambda c, x: first(c, x, True)),
+           "first": jax.jit(lambda c, x: first(c, x, False)[0]), "advance": jax.jit(plain), "rows": jax.jit(rows)}
     if len(_COMPILED) > 16:
         _COMPILED.clear()
-    _COMPILED[key] = ((problem, rule, sampler), fn)
-    return fn
+    _COMPILED[key] = ((problem, rule, sampler), fns, {})
+    return fns, _COMPILED[key][2]
+
+
+def _run(jax, fns, executables, clock, name, *args):
+    """fns[name](*args) through a cached compiled executable; compile seconds go to clock."""
+    import time
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    sig = (name, tree, tuple((np.shape(v), np.result_type(v)) for v in leaves))
+    exe = executables.get(sig)
+    if exe is None:
+        tick = time.perf_counter()
+        exe = fns[name].lower(*args).compile()
+        clock["compile"] += time.perf_counter() - tick
+        executables[sig] = exe
+    return exe(*args)
 
 
 def _record(jnp, problem, X, G, bound, t, rho, length, alive):
@@ -133,9 +159,9 @@ def check(problem, rule, sampler, dtype: str = "float64") -> None:
               "seed": jnp.zeros((), dtype=jnp.uint64), "run_ids": jnp.zeros(1, dtype=jnp.uint64)}
     x = np.asarray(problem.x0(1, 0), dtype=np.float64)
     carry = (jnp.asarray(x), rule.init(x), jnp.ones(1, dtype=bool), jnp.zeros(1), jnp.zeros(1, dtype=jnp.int64))
-    segment = _segment_fn(jax, problem, rule, sampler, False, False)
+    fns, _ = _loop_fns(jax, problem, rule, sampler, False, False)
     try:
-        jax.eval_shape(lambda c, x: segment(c, x, np.int64(0), np.int64(1), True), consts, carry)
+        jax.eval_shape(lambda c, x: fns["step"](c, x, jnp.int64(0), True), consts, carry)
     except InputError:
         raise
     except Exception as err:
@@ -171,47 +197,55 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
               "t_index": None if t_index is None else jnp.asarray(t_index),
               "rho_index": None if rho_index is None else jnp.asarray(rho_index),
               "seed": jnp.asarray(seeds.astype(np.uint64)), "run_ids": jnp.asarray(run_ids.astype(np.uint64))}
-    segment = _segment_fn(jax, problem, rule, sampler, t_index is not None, rho_index is not None)
+    fns, executables = _loop_fns(jax, problem, rule, sampler, t_index is not None, rho_index is not None)
     trace = Trace(rule.name, problem.name, grid, runs, eps=float(np.finfo(np.float64).eps))
     carry = (jnp.asarray(X), rule.init(X), jnp.ones(runs, dtype=bool), jnp.zeros(runs),
              jnp.full(runs, iters, dtype=jnp.int64))
-    # segments: [start, stop) with start recorded when it is a grid step; step 0 alone first (a
-    # rule's state may change its form after its first step: F-SAM's and VaSSO's None -> array)
-    starts = sorted({0, 1} | {int(g) for g in grid}) if iters else []
-    starts = [s for s in starts if s < iters]
-    bounds = list(zip(starts, starts[1:] + [iters]))
-    recorded = {int(g): i for i, g in enumerate(grid)}
-    rows, seen, clock = [], set(), {"compile": 0.0, "iterations": 0.0}
+    clock = {"compile": 0.0, "iterations": 0.0}
+    start = time.perf_counter()
     i64 = np.int64
-    for start, stop in bounds:
-        record = start in recorded
-        kind = (record, start == 0)
-        tick = time.perf_counter()
-        try:
-            carry, rec = segment(consts, carry, i64(start), i64(stop), record)
-        except InputError:
+    try:
+        # step 0 alone when the rule's state changes form in it (F-SAM's, VaSSO's None -> an array)
+        leaves, tree = jax.tree_util.tree_flatten((consts, carry))
+        sig = ("changes form", tree, tuple((np.shape(v), np.result_type(v)) for v in leaves))
+        if sig not in executables:
+            after = jax.eval_shape(lambda c, x: fns["step"](c, x, jnp.int64(0), False)[0], consts, carry)
+            executables[sig] = jax.tree_util.tree_structure(after) != jax.tree_util.tree_structure(carry)
+            clock["compile"] += time.perf_counter() - start          # tracing counts as compiling
+        records = []
+        rows, pos = [int(g) for g in grid], 0
+        if iters and executables[sig]:
+            if rows and rows[0] == 0:
+                carry, rec = _run(jax, fns, executables, clock, "first_rec", consts, carry)
+                records.append(([0], {n: v[None] for n, v in rec.items()}))
+                rows = rows[1:]
+            else:
+                carry = _run(jax, fns, executables, clock, "first", consts, carry)
+            pos = 1
+        if rows and rows[0] > pos or not rows and pos < iters:
+            carry = _run(jax, fns, executables, clock, "advance", consts, carry, i64(pos),
+                         i64(rows[0] if rows else iters))
+        if rows:
+            stops = np.array(rows[1:] + [iters], dtype=np.int64)
+            carry, rec = _run(jax, fns, executables, clock, "rows", consts, carry, np.array(rows, dtype=np.int64),
+                              stops)
+            records.append((rows, rec))
+    except InputError:
+        raise
+    except Exception as err:       # a formula that does not run on jax arrays: one line, no trace
+        if clock["compile"]:
             raise
-        except Exception as err:       # a formula that does not run on jax arrays: one line, no trace
-            if seen:
-                raise
-            raise _refusal(err, problem, rule, sampler) from None
-        if kind not in seen:
-            jax.block_until_ready(carry)
-            seen.add(kind)
-            clock["compile"] += time.perf_counter() - tick
-        else:
-            clock["iterations"] += time.perf_counter() - tick
-        if record:
-            rows.append((recorded[start], rec))
-        if progress is not None and stop // PROGRESS_EVERY > start // PROGRESS_EVERY:
-            jax.block_until_ready(carry)
-            progress(stop)
-    tick = time.perf_counter()
-    X, alive, length, final_iter = (np.asarray(carry[i]) for i in (0, 2, 3, 4))
-    for row, rec in rows:
+        raise _refusal(err, problem, rule, sampler) from None
+    jax.block_until_ready(carry)
+    if progress is not None:
+        progress(iters)
+    position = {int(g): i for i, g in enumerate(grid)}
+    for steps, rec in records:
+        at = [position[g] for g in steps]
         for name, values in rec.items():
-            trace.data[name][row] = np.asarray(values)
-    clock["iterations"] += time.perf_counter() - tick
+            trace.data[name][at] = np.asarray(values)
+    X, alive, length, final_iter = (np.asarray(carry[i]) for i in (0, 2, 3, 4))
+    clock["iterations"] = time.perf_counter() - start - clock["compile"]
     everyone = np.arange(runs)
     _record_final(trace, everyone, problem, X, final_iter)
     trace.final["path_length"][:] = length
