@@ -109,7 +109,7 @@ def _run(jax, fns, executables, clock, name, *args):
     """fns[name](*args) through a cached compiled executable; compile seconds go to clock."""
     import time
     leaves, tree = jax.tree_util.tree_flatten(args)
-    sig = (name, tree, tuple((np.shape(v), np.result_type(v)) for v in leaves))
+    sig = (name, tree, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves))
     exe = executables.get(sig)
     if exe is None:
         tick = time.perf_counter()
@@ -207,7 +207,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     try:
         # step 0 alone when the rule's state changes form in it (F-SAM's, VaSSO's None -> an array)
         leaves, tree = jax.tree_util.tree_flatten((consts, carry))
-        sig = ("changes form", tree, tuple((np.shape(v), np.result_type(v)) for v in leaves))
+        sig = ("changes form", tree, tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves))
         if sig not in executables:
             after = jax.eval_shape(lambda c, x: fns["step"](c, x, jnp.int64(0), False)[0], consts, carry)
             executables[sig] = jax.tree_util.tree_structure(after) != jax.tree_util.tree_structure(carry)
