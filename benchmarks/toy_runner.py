@@ -9,7 +9,13 @@ Compares SAM with diminishing steps run by the library against
   (b) a hand-fused numpy loop over (R, d) arrays with the gradient written inline.
 Then the cost of recording (the geometric grid) against no recording, float32 against float64, and
 the peak RSS of a long run (it must not grow with K beyond the recorded grid).
-Last line: ``speedup_vs_naive=X fused_ratio=Y``. Targets: X >= 50, Y >= 0.5.
+With JAX installed (pip install -e ".[jax]"), the compiled backend (convergence.jax_runner, the same
+rule objects, recording on the geometric grid) against (c) a hand-written JAX loop (jit + vmap +
+lax.fori_loop, float64, no recording) and against the numpy library, at R x K x d and at the
+quickstart's shape 16 x 100000 x 2 (--quick-iters); both timed after a first, compiling call.
+Last line: ``speedup_vs_naive=X fused_ratio=Y jax_vs_reference=A jax_vs_numpy=B
+jax_vs_reference_quickstart=C jax_vs_numpy_quickstart=D`` (ratios > 1: the second is slower).
+Targets: X >= 50, Y >= 0.5, A and C >= 0.8.
 """
 from __future__ import annotations
 
@@ -72,6 +78,54 @@ def fused(X: np.ndarray, iters: int) -> np.ndarray:
     return X
 
 
+def jax_reference(X0: np.ndarray, iters: int):
+    """SAM on Rosenbrock hand-written in JAX: one run's loop (lax.fori_loop), vmapped, jitted."""
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", True)
+
+    def grad(x):
+        r = 200.0 * (x[1:] - x[:-1] ** 2)
+        return jnp.zeros_like(x).at[:-1].set(-2.0 * x[:-1] * r - 2.0 * (1.0 - x[:-1])).at[1:].add(r)
+
+    def one(x):
+        def body(k, x):
+            t, rho = T0 / (k + 1.0) ** P, RHO0 / (k + 1.0) ** Q
+            g = grad(x)
+            n = jnp.sqrt(g @ g)
+            d = jnp.where(n > 0, g / jnp.where(n > 0, n, 1.0), 0.0)
+            return x - t * grad(x + rho * d)
+        return jax.lax.fori_loop(0, iters, body, x)
+    fn = jax.jit(jax.vmap(one))
+    return lambda: jax.block_until_ready(fn(jnp.asarray(X0)))
+
+
+def jax_figures(problem, X0, iters, numpy_time=None):
+    """(hand-written JAX, jax backend, numpy library) seconds and whether their iterates agree;
+    each JAX loop timed on its second call (the first compiles), best of two."""
+    from convergence import jax_runner
+    from convergence.sampling import FullBatch
+    rule, sampler = make_method("sam"), FullBatch()
+    t_sched, r_sched = diminishing(T0, P), diminishing(RHO0, Q)
+
+    def backend():
+        return jax_runner.iterate(problem, rule, t_sched, r_sched, iters, len(X0), x0=X0, sampler=sampler)
+    reference = jax_reference(X0, iters)
+    reference()
+    t_ref, X_ref = timed(reference, repeat=2)
+    compile_clock = time.perf_counter()
+    backend()
+    t_first = time.perf_counter() - compile_clock
+    t_jax, trace = timed(backend, repeat=2)
+    if numpy_time is None:
+        numpy_time, np_trace = timed(library, problem, X0, iters)
+        agree_np = np.allclose(np_trace.final_x, trace.final_x, rtol=1e-10)
+    else:
+        agree_np = True
+    agree = agree_np and np.allclose(np.asarray(X_ref), trace.final_x, rtol=1e-10)
+    return t_ref, t_jax, numpy_time, t_first - t_jax, agree
+
+
 def library(problem, X0, iters, grid=None, dtype=np.float64):
     return run(problem, make_method("sam"), diminishing(T0, P), diminishing(RHO0, Q), iters, len(X0),
                x0=X0, grid=grid, dtype=dtype)
@@ -104,6 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("--naive-runs", type=int, default=10)
     ap.add_argument("--memory-runs", type=int, default=100)
     ap.add_argument("--memory-iters", type=int, default=1_000_000)
+    ap.add_argument("--quick-iters", type=int, default=100_000,
+                    help="iterations of the quickstart-shaped JAX comparison (16 runs, 2-d)")
+    ap.add_argument("--no-jax", action="store_true", help="skip the JAX comparisons")
     args = ap.parse_args(argv)
     problem = make_problem("rosenbrock", args.dim)
     X0 = problem.x0(args.runs, 0) * 0.5
@@ -131,7 +188,22 @@ def main(argv=None) -> int:
     large = peak_rss_child(args.memory_runs, args.memory_iters)
     print(f"  peak RSS, {args.memory_runs} runs: {small:.0f} MiB at K = {args.memory_iters // 100}, "
           f"{large:.0f} MiB at K = {args.memory_iters} (ratio {large / small:.2f})")
-    print(f"speedup_vs_naive={t_naive / t_lib:.1f} fused_ratio={t_fused / t_lib:.2f}")
+    last = f"speedup_vs_naive={t_naive / t_lib:.1f} fused_ratio={t_fused / t_lib:.2f}"
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        args.no_jax = True
+        print('  jax: not installed (pip install -e ".[jax]"): no JAX figures')
+    if not args.no_jax:
+        quick = make_problem("rosenbrock", 2)
+        for suffix, label, prob, X, iters, t_np in (
+                ("", f"{R} x {K} x {args.dim}", problem, X0, K, t_lib),
+                ("_quickstart", f"16 x {args.quick_iters} x 2", quick, quick.x0(16, 0) * 0.5, args.quick_iters, None)):
+            t_ref, t_jax, t_np, t_compile, same = jax_figures(prob, X, iters, t_np)
+            print(f"  JAX at {label}: hand-written {t_ref:.4f} s, jax backend {t_jax:.4f} s (+{t_compile:.2f} s "
+                  f"compile on its first call), numpy library {t_np:.3f} s; same iterates: {same}")
+            last += f" jax_vs_reference{suffix}={t_ref / t_jax:.2f} jax_vs_numpy{suffix}={t_np / t_jax:.1f}"
+    print(last)
     return 0
 
 

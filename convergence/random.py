@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from convergence.vec import array_namespace
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -29,29 +31,32 @@ def stream_seed(*parts: int) -> int:
     return int(z[0] >> np.uint64(1))
 
 
-def _bits(seed, runs: np.ndarray, stream: int, k: int, shape: tuple) -> np.ndarray:
-    """uint64 bits shaped (len(runs),) + shape; ``seed`` is one seed or one per run."""
-    runs = np.asarray(runs, dtype=np.uint64)
+def _bits(seed, runs, stream: int, k, shape: tuple):
+    """uint64 bits shaped (len(runs),) + shape; ``seed`` is one seed or one per run. ``k`` (or the
+    seeds, the runs) may be jax values: the same hash then runs in jax.numpy (compiled backend)."""
+    xp = array_namespace(k, seed, runs)
+    runs = xp.asarray(runs, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        key = mix(np.asarray(seed, dtype=np.uint64).reshape(-1) + _GOLDEN)     # (1,) or (runs,)
-        key = mix(key + np.uint64(stream) * _GOLDEN + np.uint64(k))
+        key = mix(xp.asarray(seed, dtype=np.uint64).reshape(-1) + _GOLDEN)     # (1,) or (runs,)
+        key = mix(key + np.uint64(stream) * _GOLDEN + (np.uint64(k) if xp is np else xp.asarray(k, dtype=np.uint64)))
         key = mix(key ^ runs)                                                   # (runs,)
         n = int(np.prod(shape, dtype=np.int64))
         idx = np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN                    # (n,)
         return mix(key[:, None] + idx[None, :]).reshape((len(key),) + tuple(shape))
 
 
-def uniform(seed, runs, stream: int, k: int, shape: tuple = ()) -> np.ndarray:
+def uniform(seed, runs, stream: int, k, shape: tuple = ()):
     """Uniform numbers in the open interval (0, 1), shaped ``(len(runs),) + shape``."""
     bits = _bits(seed, runs, stream, k, shape) >> np.uint64(11)
     return (bits.astype(np.float64) + 0.5) * 2.0 ** -53
 
 
-def normal(seed, runs, stream: int, k: int, shape: tuple = ()) -> np.ndarray:
+def normal(seed, runs, stream: int, k, shape: tuple = ()):
     """Standard normal numbers (Box-Muller on two independent uniform streams)."""
     u1 = uniform(seed, runs, 2 * stream + 1, k, shape)
     u2 = uniform(seed, runs, 2 * stream + 2, k, shape)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    xp = array_namespace(u1)
+    return xp.sqrt(-2.0 * xp.log(u1)) * xp.cos(2.0 * np.pi * u2)
 
 
 class Streams:
@@ -63,7 +68,7 @@ class Streams:
     """
 
     def __init__(self, seed, runs, k: int = 0):
-        self.seed, self.runs, self.k = seed, np.asarray(runs), k
+        self.seed, self.runs, self.k = seed, runs if hasattr(runs, "dtype") else np.asarray(runs), k
 
     def at(self, k: int) -> "Streams":
         return Streams(self.seed, self.runs, k)

@@ -99,14 +99,16 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     return trace
 
 
-def run(spec, progress=None) -> Trace:
+def run(spec, progress=None, timings=None) -> Trace:
     """Run one spec; returns its Trace with verdicts and theory report."""
-    return run_batch([spec], progress)[0]
+    return run_batch([spec], progress, timings)[0]
 
 
-def run_batch(specs, progress=None) -> list[Trace]:
+def run_batch(specs, progress=None, timings=None) -> list[Trace]:
     """Run specs that can share a batch (convergence.spec.batch_key equal) as one array run and
-    return each spec's assessed Trace, identical to running it alone."""
+    return each spec's assessed Trace, identical to running it alone. Specs of backend jax run on
+    the compiled backend (convergence.jax_runner), which puts its compile and iteration seconds
+    into ``timings`` when given."""
     from convergence import theory
     from convergence.methods import stack
     from convergence.spec import batch_key
@@ -117,12 +119,16 @@ def run_batch(specs, progress=None) -> list[Trace]:
     sizes = [s.runs for s in specs]
     cells = np.repeat(np.arange(len(specs)), sizes)
     one = len(specs) == 1
-    trace = iterate(
+    engine, extra = iterate, {}
+    if getattr(first, "backend", "numpy") == "jax":
+        from convergence import jax_runner
+        engine, extra = jax_runner.iterate, {"timings": timings}
+    trace = engine(
         first.problem, first.rule if one else stack([s.rule for s in specs], sizes),
         _schedules([s.stepsize for s in specs], cells), _schedules([s.radius for s in specs], cells),
         first.iters, sum(sizes), first.seed if one else np.repeat([s.seed for s in specs], sizes),
         x0=np.concatenate([s.x0 for s in specs]), sampler=first.sampler, dtype=np.dtype(first.dtype).type,
-        grid=first.grid, progress=progress, run_ids=np.concatenate([np.arange(n) for n in sizes]))
+        grid=first.grid, progress=progress, run_ids=np.concatenate([np.arange(n) for n in sizes]), **extra)
     out = []
     for i, spec in enumerate(specs):
         part = trace.take(np.flatnonzero(cells == i), rule=spec.rule.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from convergence.errors import InputError, unknown
+from convergence.vec import array_namespace
 
 SAMPLE_STREAM = 3
 
@@ -47,7 +48,7 @@ class SampleOracle:
         self.L = _known(float(np.max(np.mean(w * problem.L_i[idx], axis=1)))) if exact else None
 
     def grad(self, y):
-        idx = np.broadcast_to(self.idx, (len(y), self.idx.shape[1]))
+        idx = array_namespace(y, self.idx).broadcast_to(self.idx, (len(y), self.idx.shape[1]))
         return self.problem.sample_grad(y, idx, self.weights)
 
     def full_grad(self, y):
@@ -112,7 +113,9 @@ class TauNice(_FiniteSumSampler):
 
     def draw(self, problem, streams):
         keys = streams.uniform(SAMPLE_STREAM, (problem.n,))
-        return np.argsort(keys, axis=1, kind="stable")[:, :self.batch], None
+        xp = array_namespace(keys)
+        order = np.argsort(keys, axis=1, kind="stable") if xp is np else xp.argsort(keys, axis=1, stable=True)
+        return order[:, :self.batch], None
 
     def residual(self, problem):
         n, tau = problem.n, self.batch
@@ -128,7 +131,7 @@ class Single(_FiniteSumSampler):
 
     def draw(self, problem, streams):
         u = streams.uniform(SAMPLE_STREAM, (self.batch,))
-        return np.minimum((u * problem.n).astype(np.int64), problem.n - 1), None
+        return array_namespace(u).minimum((u * problem.n).astype(np.int64), problem.n - 1), None
 
     def residual(self, problem):
         if self.batch != 1:
@@ -144,8 +147,9 @@ class Importance(_FiniteSumSampler):
     def draw(self, problem, streams):
         p = problem.L_i / problem.L_i.sum()
         u = streams.uniform(SAMPLE_STREAM, (self.batch,))
-        idx = np.minimum(np.searchsorted(np.cumsum(p), u), problem.n - 1)
-        return idx, 1.0 / (problem.n * p[idx])
+        xp = array_namespace(u)
+        idx = xp.minimum(xp.searchsorted(np.cumsum(p), u), problem.n - 1)
+        return idx, 1.0 / (problem.n * xp.asarray(p)[idx])
 
     def residual(self, problem):
         if self.batch != 1:

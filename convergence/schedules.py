@@ -39,6 +39,11 @@ class Schedule:
         self._compile()
 
     def __call__(self, step: int) -> float:
+        if not isinstance(step, (int, np.integer)):
+            from convergence.vec import array_namespace
+            xp = array_namespace(step)
+            if xp is not np:        # a traced step of the compiled backend: the values computed up to it
+                return xp.asarray(self._values)[step]
         return float(self._values[step] if step < len(self._values) else self._f(step))
 
     def values(self, n: int, name: str = "schedule") -> np.ndarray:

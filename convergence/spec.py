@@ -24,6 +24,7 @@ from convergence.schedules import SHAPES, Schedule, make_schedule
 from convergence.trace import NUMERIC, geometric_grid
 
 DTYPES = ("float64", "float32")
+BACKENDS = ("numpy", "jax")   # jax: the compiled backend (convergence.jax_runner), an optional extra
 MAX_SEED = 2**63 - 1
 COPIES = 8                 # arrays of the iterate's size alive at once in a step (x, g, d, x + rho d, ...)
 DEFAULT_DECAY = 0.6        # p of t_k = t_0/(k+1)^p and q of rho_k = rho_0/(k+1)^q: the theory's hypotheses hold
@@ -47,6 +48,7 @@ class ToyRun:
     theory_variant: str = "authors"
     config: dict = field(default_factory=dict, repr=False)
     max_memory: float | None = None     # bytes this run may take (default: the memory available now)
+    backend: str = "numpy"              # numpy (runner.iterate) or jax (jax_runner.iterate, compiled)
 
     def __post_init__(self):
         _integer("iters", self.iters, 1, 10**12)
@@ -60,6 +62,11 @@ class ToyRun:
         self.stepsize.check("stepsize", self.iters, lambda v: v > 0, "stay positive")
         self.radius.check("radius", self.iters, lambda v: v >= 0, "stay non-negative")
         self._dry_run()
+        if self.backend not in BACKENDS:
+            raise unknown("backend", self.backend, BACKENDS, "backend")
+        if self.backend == "jax":
+            from convergence.jax_runner import check
+            check(self.problem, self.rule, self.sampler, self.dtype)
 
     def memory_estimate(self) -> int:
         """Bytes the run allocates: the iterates and the step's temporaries, the schedules' values,
@@ -122,7 +129,7 @@ def batch_key(spec: ToyRun) -> tuple:
     own = (id(spec),) if not getattr(spec.problem, "batch_invariant", True) else ()
     exact = () if spec.dtype == "float64" else (str(spec.stepsize.expr), str(spec.radius.expr), repr(spec.rule))
     return (id(spec.problem), rule_key(spec.rule), spec.sampler.name, getattr(spec.sampler, "batch", None),
-            spec.iters, spec.dtype, spec.grid) + own + exact
+            spec.iters, spec.dtype, spec.grid, spec.backend) + own + exact
 
 
 def _integer(name: str, value, lo: int, hi: int, upper: str | None = None) -> int:
@@ -187,9 +194,10 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
             dim: int | None = None, iters: int = 100_000, runs: int = 16, seed: int = 0, sampling: str = "full",
             batch: int | None = None, dtype: str = "float64", method_options: dict | None = None,
             theory_variant: str = "authors", max_memory: float | None = None,
-            problem_options: dict | None = None) -> ToyRun:
+            problem_options: dict | None = None, backend: str = "numpy") -> ToyRun:
     """A ToyRun from names and numbers: ``problem`` a name, "expr:<formula>" or "file.py:Class" with
-    ``problem_options`` (data, box, f_star, x_star: see problems.make_problem); ``stepsize`` constant (t_k = lr), diminishing (lr/(k+1)^decay),
+    ``problem_options`` (data, box, f_star, x_star: see problems.make_problem); ``stepsize`` constant
+    (t_k = lr), diminishing (lr/(k+1)^decay),
     pl-decreasing (Oikonomou & Loizou's rule, with rho) or an expression in k; ``lr`` a number, '1/L'
     (the default) or 'theory' (gamma*); ``rho`` a number (default 0.05) or 'theory' (rho*);
     ``rho_schedule`` like ``stepsize`` (default: constant with a constant step, else diminishing)."""
@@ -243,8 +251,10 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
               "seed": seed, "dtype": dtype}
     if theory_variant != "authors":
         config["theory_variant"] = theory_variant
+    if backend != "numpy":
+        config["backend"] = backend
     return ToyRun(the_problem, rule, t, r, iters, runs, seed, sampler, dtype, None, theory_variant, config,
-                  max_memory)
+                  max_memory, backend)
 
 
 def _plain(value):

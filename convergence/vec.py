@@ -1,18 +1,45 @@
-"""The few vector operations the method rules use, for numpy batches and for torch parameter lists.
+"""The few vector operations the method rules use, for numpy batches, jax batches and torch parameter lists.
 
-A numpy batch has shape (runs, dim) and every norm is per run, kept as (runs, 1) so that it
+A numpy (or jax) batch has shape (runs, dim) and every norm is per run, kept as (runs, 1) so that it
 broadcasts. Any other vector type (the deep-net ``ParamVec``) supplies ``norm()`` itself and
-supports +, -, * and / by numbers and by its own norms.
+supports +, -, * and / by numbers and by its own norms. Jax arrays (the compiled backend,
+convergence.jax_runner) take the jax.numpy branch; jax is never imported here.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+
+
+def array_namespace(*xs):
+    """jax.numpy when one of ``xs`` is a jax array (or a tracer of one), else numpy: the module the
+    formulas of problems and samplers call. Numpy users pay no jax import."""
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        for x in xs:
+            if isinstance(x, jax.Array):
+                return _jnp()
+    return np
+
+
+def _jnp():
+    import jax.numpy
+    return jax.numpy
+
+
+def _is_jax(v) -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(v, jax.Array)
 
 
 def norm(v):
     """Euclidean norm of each run's vector, shaped to broadcast against ``v``."""
     if isinstance(v, np.ndarray):
         return np.sqrt(np.einsum("rd,rd->r", v, v))[:, None]
+    if _is_jax(v):
+        xp = _jnp()
+        return xp.sqrt(xp.einsum("rd,rd->r", v, v))[:, None]
     return v.norm()
 
 
@@ -25,6 +52,9 @@ def normalize(v, by=None):
     n = norm(v if by is None else by)
     if isinstance(v, np.ndarray):
         return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+    if _is_jax(v):
+        xp = _jnp()
+        return xp.where(n > 0, v / xp.where(n > 0, n, 1.0), 0.0)
     return v.safe_div(n)
 
 

@@ -7,6 +7,7 @@ examples:
   python -m experiments.run_toy --method sam --stepsize "0.5/(k+1)**0.75" --rho-schedule "0.1/(k+1)"
   python -m experiments.run_toy --method unified --lam 0.5 --problem least_squares --stepsize constant --lr theory --rho theory
   python -m experiments.run_toy --method msam --m 2 --problem ridge --sampling tau-nice --batch 10
+  python -m experiments.run_toy --method sam --stepsize diminishing --backend jax   # compiled (pip install -e ".[jax]")
 
 schedules (--stepsize, --rho-schedule): constant (t_k = lr); diminishing (t_k = lr/(k+1)^decay,
 decay 0.6; with it, by default, rho_k = rho/(k+1)^0.6, so that sum t_k = inf, sum t_k^2 < inf and
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the starts and samples (default 0)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="arithmetic of the iterates; problem constants stay float64 (default float64)")
+    p.add_argument("--backend", default="numpy",
+                   help="numpy or jax: the same rules compiled with jax.jit, float64, agreeing with "
+                        "numpy to 1e-12 relative (pip install -e \".[jax]\")")
     add_method_flags(p)
     u = p.add_argument_group("your own problem")
     u.add_argument("--data", default=None,
@@ -100,7 +104,7 @@ def spec_from_args(args):
                    rho_schedule=args.rho_schedule, decay=args.decay, rho_decay=args.rho_decay, dim=args.dim,
                    iters=args.iters, runs=args.runs, seed=args.seed, sampling=args.sampling, batch=args.batch,
                    dtype=args.dtype, method_options=method_options(args), theory_variant=args.theory_steps,
-                   max_memory=None if args.max_memory is None else args.max_memory * 2**30,
+                   max_memory=None if args.max_memory is None else args.max_memory * 2**30, backend=args.backend,
                    problem_options={"data": args.data, "box": args.box and tuple(args.box), "f_star": args.f_star,
                                     "x_star": args.x_star and tuple(args.x_star)})
 
@@ -169,7 +173,8 @@ def main(argv=None) -> int:
     progress = Progress(spec.iters, "run_toy", enabled=not args.no_progress)
     try:
         start = time.perf_counter()
-        trace = run(spec, progress)
+        jax_times = {}
+        trace = run(spec, progress, jax_times)
         progress.close()
         times["iterations and theory report"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -186,6 +191,8 @@ def main(argv=None) -> int:
         return 1
     print_table(spec, trace)
     print("wrote " + ", ".join(str(p) for p in paths))
+    if jax_times:
+        print(f"backend jax: compile {jax_times['compile']:.2f} s, iterations {jax_times['iterations']:.3f} s")
     if args.verbose:
         print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
     diverged = trace.status.count("diverged")

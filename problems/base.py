@@ -9,6 +9,7 @@ import numpy as np
 import sympy as sp
 
 from convergence.errors import InputError
+from convergence.vec import array_namespace
 
 
 class Problem:
@@ -60,7 +61,7 @@ class Problem:
     def dist_to_opt(self, X: np.ndarray) -> np.ndarray | None:
         if self.x_star is None:
             return None
-        return np.linalg.norm(X - self.x_star, axis=-1)
+        return array_namespace(X).linalg.norm(X - self.x_star, axis=-1)
 
     def f_gap(self, X: np.ndarray) -> np.ndarray | None:
         return None if self.f_star is None else self.f(X) - self.f_star

@@ -11,6 +11,7 @@ import sympy as sp
 from scipy import sparse
 
 from convergence.errors import InputError
+from convergence.vec import array_namespace
 from problems.base import Problem
 from problems.data import check_data
 
@@ -85,13 +86,15 @@ class FiniteSum(Problem):
             z = X @ self.A.T
             return self.b * z if self.margin else z - self.b
         z = self._sample_rows(idx, X=X)
-        return self.b[idx] * z if self.margin else z - self.b[idx]
+        b = array_namespace(idx, X).asarray(self.b)[idx]
+        return b * z if self.margin else z - b
 
     def _sample_rows(self, idx, X=None, w=None):
         """With X: a_{idx[r,j]}^T X[r], shaped (runs, m); with w: sum_j w[r,j] a_{idx[r,j]} (runs, d)."""
         if not self.is_sparse:
-            rows = self.A[idx]                                    # (runs, m, dim)
-            return np.einsum("rmd,rd->rm", rows, X) if w is None else np.einsum("rm,rmd->rd", w, rows)
+            xp = array_namespace(idx, X, w)
+            rows = xp.asarray(self.A)[idx]                        # (runs, m, dim)
+            return xp.einsum("rmd,rd->rm", rows, X) if w is None else xp.einsum("rm,rmd->rd", w, rows)
         runs, m = idx.shape
         rows = self.A[idx.ravel()]                                # csr (runs * m, dim)
         row = np.repeat(np.arange(runs * m), np.diff(rows.indptr))   # the sample row of each nonzero
@@ -110,7 +113,8 @@ class FiniteSum(Problem):
         raise NotImplementedError
 
     def f(self, X):
-        return np.mean(self.phi(self._residual(X)), axis=-1) + 0.5 * self.reg * np.sum(X * X, axis=-1)
+        xp = array_namespace(X)
+        return xp.mean(self.phi(self._residual(X)), axis=-1) + 0.5 * self.reg * xp.sum(X * X, axis=-1)
 
     def grad(self, X):
         w = self.dphi(self._residual(X))
@@ -120,12 +124,13 @@ class FiniteSum(Problem):
 
     def sample_grad(self, X, idx, weights=None):
         """(1/m) sum_j w_j grad f_{idx_j}(X) for per-run index rows idx (runs, m)."""
+        xp = array_namespace(X, idx)
         w = self.dphi(self._residual(X, idx))
         if self.margin:
-            w = w * self.b[idx]
+            w = w * xp.asarray(self.b)[idx]
         if weights is not None:
             w = w * weights
-        reg_w = 1.0 if weights is None else np.mean(weights, axis=1, keepdims=True)
+        reg_w = 1.0 if weights is None else xp.mean(weights, axis=1, keepdims=True)
         return self._sample_rows(idx, w=w) / idx.shape[1] + self.reg * reg_w * X
 
     def sympy_f(self, xs):
@@ -207,7 +212,7 @@ class RobustRegression(FiniteSum):
         return np.where(self.L_i > 0, 0.0, np.log1p(self.b**2))
 
     def phi(self, r):
-        return np.log1p(r * r)
+        return array_namespace(r).log1p(r * r)
 
     def dphi(self, r):
         return 2.0 * r / (1.0 + r * r)
@@ -343,10 +348,10 @@ class Logistic(FiniteSum):
         return x
 
     def phi(self, z):
-        return np.logaddexp(0.0, -z)
+        return array_namespace(z).logaddexp(0.0, -z)
 
     def dphi(self, z):
-        return -0.5 * (1 - np.tanh(0.5 * z))
+        return -0.5 * (1 - array_namespace(z).tanh(0.5 * z))
 
     def sympy_phi(self, z):
         return sp.log(1 + sp.exp(-z))

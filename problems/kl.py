@@ -13,6 +13,7 @@ import math
 import numpy as np
 import sympy as sp
 
+from convergence.vec import array_namespace
 from problems.base import Problem
 from problems.toy import SinPL
 
@@ -42,7 +43,7 @@ class PowerSum(Problem):
         self.kl_constant = self.p ** -self.kl_exponent * dim ** (self.kl_exponent - 0.5)
 
     def f(self, X):
-        return np.sum(X**self.p, axis=-1) / self.p
+        return array_namespace(X).sum(X**self.p, axis=-1) / self.p
 
     def grad(self, X):
         return X ** (self.p - 1)
@@ -95,13 +96,14 @@ class SinPLSquared(Problem):
         self.L = 2.0 * dim * (G * G + 8.0 * H)
 
     def _h(self, X):
-        return np.sum(X * X + 3.0 * np.sin(X) ** 2, axis=-1)
+        xp = array_namespace(X)
+        return xp.sum(X * X + 3.0 * xp.sin(X) ** 2, axis=-1)
 
     def f(self, X):
         return self._h(X) ** 2
 
     def grad(self, X):
-        return 2.0 * self._h(X)[:, None] * (2.0 * X + 3.0 * np.sin(2.0 * X))
+        return 2.0 * self._h(X)[:, None] * (2.0 * X + 3.0 * array_namespace(X).sin(2.0 * X))
 
     def sympy_f(self, xs):
         return sum(x**2 + 3 * sp.sin(x) ** 2 for x in xs) ** 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from convergence.vec import array_namespace
 from problems.base import Problem
 
 
@@ -81,10 +82,11 @@ class SinPL(Problem):
         self.x_star = np.zeros(dim)
 
     def f(self, X):
-        return np.sum(X * X + 3.0 * np.sin(X) ** 2, axis=-1)
+        xp = array_namespace(X)
+        return xp.sum(X * X + 3.0 * xp.sin(X) ** 2, axis=-1)
 
     def grad(self, X):
-        return 2.0 * X + 3.0 * np.sin(2.0 * X)
+        return 2.0 * X + 3.0 * array_namespace(X).sin(2.0 * X)
 
     def sympy_f(self, xs):
         return sum(x**2 + 3 * sp.sin(x) ** 2 for x in xs)
@@ -108,15 +110,14 @@ class Rosenbrock(Problem):
 
     def f(self, X):
         head, tail = X[:, :-1], X[:, 1:]
-        return np.sum(100.0 * (tail - head * head) ** 2 + (1.0 - head) ** 2, axis=-1)
+        return array_namespace(X).sum(100.0 * (tail - head * head) ** 2 + (1.0 - head) ** 2, axis=-1)
 
     def grad(self, X):
         head, tail = X[:, :-1], X[:, 1:]
         r = 200.0 * (tail - head * head)
-        G = np.zeros_like(X)
-        G[:, :-1] = -2.0 * head * r - 2.0 * (1.0 - head)
-        G[:, 1:] += r
-        return G
+        a = -2.0 * head * r - 2.0 * (1.0 - head)
+        # G_i = a_i + r_{i-1}: the first coordinate a_0, the last 0 + r_{d-2} (as an in-place sum would)
+        return array_namespace(X).concatenate([a[:, :1], a[:, 1:] + r[:, :-1], 0.0 + r[:, -1:]], axis=1)
 
     def sympy_f(self, xs):
         return sum(100 * (b - a**2) ** 2 + (1 - a) ** 2 for a, b in zip(xs[:-1], xs[1:]))
@@ -139,7 +140,7 @@ class StyblinskiTang(Problem):
         self.x_star = np.full(dim, -2.903534)
 
     def f(self, X):
-        return 0.5 * np.sum(X**4 - 16.0 * X**2 + 5.0 * X, axis=-1)
+        return 0.5 * array_namespace(X).sum(X**4 - 16.0 * X**2 + 5.0 * X, axis=-1)
 
     def grad(self, X):
         return 2.0 * X**3 - 16.0 * X + 2.5

@@ -168,3 +168,13 @@ def test_figure_medians_count_diverged_runs_as_infinite():
     assert list(ks) == [0, 1, 2, 3]
     assert med[1] == 0.5 and np.isinf(med[2]) and np.isinf(hi[3]) and lo[3] == 0.125
     assert run_count(table) == "5 runs, 3 diverged"
+
+
+def test_backend_jax_without_jax_says_how_to_install(tmp_path, capsys, monkeypatch):
+    """Without JAX installed, --backend jax is one line naming the extra, exit 2, nothing written."""
+    monkeypatch.setitem(sys.modules, "jax", None)          # import jax now raises ImportError
+    from experiments.run_toy import main
+    assert main(["--backend", "jax", "--iters", "10", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install -e ".[jax]"' in err
+    assert not (tmp_path / "out").exists()
