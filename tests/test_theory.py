@@ -110,6 +110,11 @@ EXERCISES = {
                                         lr="theory", rho="theory", iters=60000),
     "derived-min-grad-bound": dict(problem="robust_regression", dim=5, iters=5000),
     "derived-pl-bound": dict(method="usam", problem="sinpl", dim=3, lr="0.1", iters=5000),
+    "khanh2024-sam-kl-iterates": dict(problem="quartic", iters=20000),
+    "attouch-bolte2009-kl-length": dict(method="usam", problem="quartic", stepsize="constant", lr="0.2", rho="0.05",
+                                        iters=20000),
+    "attouch-bolte2009-kl-rate": dict(method="usam", problem="quartic", stepsize="constant", lr="0.2", rho="0.05",
+                                      iters=20000),
 }
 
 

@@ -111,7 +111,8 @@ def claim_constant(quick: bool):
         gap = trace.final["f_gap"]
         rel_amp = float(np.max(np.abs(amp / a - 1)))
         rel_gap = float(np.max(np.abs(gap / (quad.L * a * a / 2) - 1)))
-        cycle = float(np.max(norm(nxt + x)[:, 0] / norm(x)[:, 0]))       # x_{K+1} = -x_K
+        size = norm(x)[:, 0]                                             # x_{K+1} = -x_K, x_K != 0
+        cycle = float(np.max(np.where(size > 0, norm(nxt + x)[:, 0] / np.where(size > 0, size, 1), np.inf)))
         ok = rel_amp <= 1e-6 and rel_gap <= 1e-6 and cycle <= 1e-6
         return Outcome(ok, {"predicted_amplitude": a, "measured_amplitude": float(np.median(amp)),
                             "amplitude_rel_err": rel_amp, "predicted_f_gap": quad.L * a * a / 2,
