@@ -101,11 +101,11 @@ def _check(key, ctx):
 
 def problem_has(problem, assumption: str) -> bool:
     """Whether f has a property a theorem assumes, from the metadata the problem declares."""
-    theta = problem.kl_exponent
+    theta = getattr(problem, "kl_exponent", None)     # check_schedule describes f by a few constants only
     return {"smooth": problem.smoothness_note == "global" and math.isfinite(problem.L),
             # L declared globally or on a box (problems/kl.py): the KL rows assume the iterates stay there
             "smooth_on_box": math.isfinite(problem.L),
-            "kl": theta is not None and 0.5 < theta < 1 and problem.x_star is not None,
+            "kl": theta is not None and 0.5 < theta < 1 and getattr(problem, "x_star", None) is not None,
             "lower_bounded": problem.lower_bounded, "convex": problem.convex,
             "pl": problem.mu is not None,
             "quadratic": bool(getattr(problem, "strongly_convex_quadratic", False))}[assumption]
