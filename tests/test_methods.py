@@ -151,9 +151,27 @@ def test_zero_gradient_start_is_handled(method):
                 x0=np.tile(p.x_star, (2, 1)))
     assert np.all(np.isfinite(trace.final_x))
     assert np.array_equal(trace.final_x, np.zeros((2, 3)))
-    moved = iterate(p, make_method("rsam", noise=0.1), constant(0.1), constant(0.5), 5, 2,
-                x0=np.tile(p.x_star, (2, 1)))
-    assert np.all(np.isfinite(moved.final_x))
+
+def test_rsam_step_from_a_stationary_point_matches_the_hand_computed_step():
+    """From x* (grad f = 0) RSAM still moves: delta = noise * xi (xi the run's normal draw of step
+    0, stream 7), v = lam_r grad f(x* + delta) + delta, d = v/||v||, x_1 = x* - t grad f(x* + rho d),
+    transcribed here from Liu et al. (2022) as analysed by Khanh et al. (2024). Wrong implementations
+    rejected: delta re-added at the ascent point (gradient at x + delta + rho d), v without the delta
+    term, d = grad f(x + delta)/||.|| unnormalized, or a rule that stays at x*."""
+    p = LeastSquares(3, n=4, data_seed=1)
+    p._set_data(p.A, 0.0 * p.b)
+    p.x_star = np.zeros(3)
+    t, rho, noise, lam_r = 0.1, 0.5, 0.1, 2.0
+    x0 = np.tile(p.x_star, (2, 1))
+    moved = iterate(p, make_method("rsam", noise=noise, lam_r=lam_r), constant(t), constant(rho), 1, 2, x0=x0)
+    delta = noise * Streams(0, np.arange(2), 0).normal_like(x0)
+    v = lam_r * p.grad(x0 + delta) + delta
+    d = v / np.linalg.norm(v, axis=1, keepdims=True)
+    expected = x0 - t * p.grad(x0 + rho * d)
+    np.testing.assert_allclose(moved.final_x, expected, rtol=1e-13)
+    readded = x0 - t * p.grad(x0 + delta + rho * d)
+    assert not np.allclose(moved.final_x, readded, rtol=1e-6)
+    assert np.all(np.linalg.norm(moved.final_x - x0, axis=1) > 1e-3)
 
 
 @pytest.mark.parametrize("method,hyper,message", [

@@ -11,7 +11,8 @@ from convergence.verdicts import assess, tail_slope
 from problems import Quadratic, make_problem
 
 # Problems where the theorems' standing assumptions hold (L-smooth, bounded below), with a step
-# t_0 < 2/L; robust regression's L = 2 lambda_max is pessimistic, so it gets t_0 = 1.9/L.
+# t_0 < 2/L. Robust regression's L = 2 lambda_max(A^T A/n) is tight (attained at x*, where every
+# residual is 0 and phi''(0) = 2: test_robust_regression_L_is_attained_at_x_star); t_0 = 1.9/L < 2/L.
 CONVERGENT = [("quadratic", 2, 1.0), ("sinpl", 3, 1.0), ("robust_regression", 5, 1.9)]
 
 
@@ -77,6 +78,37 @@ def test_inexactness_within_its_bound_at_every_recorded_iterate(method, name, di
     expected = {"gd": 0 * grad_norm, "sam": problem.L * 0.2 + 0 * grad_norm,
                 "usam": problem.L * 0.2 * grad_norm}[method]
     np.testing.assert_allclose(bound[recorded], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method,factor", [("gd", 1.0), ("sam", 1.0), ("usam", 1.0), ("sam", 1.01), ("usam", 1.01)])
+def test_err_is_the_measured_error_and_the_bound_is_attained_on_an_isotropic_quadratic(method, factor):
+    """On f = (lam/2)||x||^2, g_k - grad f(x_k) = lam rho_k d_k exactly, so err = L rho_k ||d_k||: the
+    recorded err must equal the nominal bound L rho_k (SAM), L rho_k ||grad f|| (USAM), 0 (GD), not
+    only lie below it. Wrong implementations rejected: a recorder measuring err against the sampled
+    or perturbed gradient (err = 0 or ||g_k - grad f(x_k + rho d)||), and a rule run at 1.01 rho (its
+    error exceeds the nominal bound by 1 %, shown here with ScaledRadius)."""
+    from experiments.mutants import ScaledRadius
+    problem = Quadratic(3, eigs=[2.0, 2.0, 2.0])
+    rule = make_method(method) if factor == 1 else ScaledRadius(make_method(method), factor)
+    trace = iterate(problem, rule, diminishing(0.2, 0.6), diminishing(0.1, 0.5), iters=500, runs=3, seed=1)
+    err, rho, g = trace.data["err"], trace.data["rho"], trace.data["grad_norm"]
+    nominal = {"gd": 0 * g, "sam": problem.L * rho, "usam": problem.L * rho * g}[method]
+    if factor == 1:
+        np.testing.assert_allclose(err, nominal, rtol=1e-12, atol=1e-300)
+    else:
+        assert np.all(err > nominal * (1 + 0.5 * (factor - 1)))
+
+
+def test_robust_regression_L_is_attained_at_x_star():
+    """||grad f(x* + eps v) - grad f(x*)|| / eps -> L along the top eigenvector v of A^T A: L is the
+    Hessian's norm at x*, not a pessimistic bound. Wrong implementations rejected: L = lambda_max(A^T A/n)
+    (the factor phi''(0) = 2 forgotten) and L = 2 lambda_max(A^T A) (the mean's 1/n forgotten)."""
+    problem = make_problem("robust_regression", 5)
+    w, V = np.linalg.eigh(problem.A.T @ problem.A / len(problem.b))
+    eps = 1e-6
+    x = problem.x_star[None, :] + eps * V[:, -1][None, :]
+    slope = np.linalg.norm(problem.grad(x)[0]) / eps
+    assert slope == pytest.approx(problem.L, rel=1e-5)
 
 
 @pytest.mark.parametrize("method", ["gd", "sam", "usam"])

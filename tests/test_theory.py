@@ -50,11 +50,18 @@ def test_series_checker_on_the_cifar_schedules(expr, converges):
 
 
 def test_numerical_fallback_is_reported_as_such():
+    """A bounded oscillating term dominated by k^-2 keeps the symbolic order; a factor with no limit
+    (2 + sin(log k)) needs the numerical fit, labelled so, and near the border p = 1 the fit decides
+    nothing. Wrong implementations rejected: one labelling every decision "symbolic" (or every one
+    "numerical"), and one deciding a fitted order 1.019 as convergent (the unsafe direction)."""
     d = series.sum_converges(sp.Float(1) / (k + 1) ** 2 + sp.sin(k) ** 2 / (k + 1) ** 3)
-    assert d.holds is True and d.method in ("symbolic", "numerical")
+    assert (d.holds, d.method) == (True, "symbolic") and "k^-2" in d.detail
     weird = sp.Float(1) / (k + 1) ** sp.Float(1.5) * (2 + sp.sin(sp.log(k + 2)))
     d = series.sum_converges(weird)
-    assert d.holds is True
+    assert (d.holds, d.method) == (True, "numerical")
+    for p in ("1.01", "0.99"):
+        border = series.sum_converges(sp.Float(1) / (k + 1) ** sp.Rational(p) * (2 + sp.sin(sp.log(k + 2))))
+        assert (border.holds, border.method) == (None, "numerical"), border.detail
 
 
 @pytest.mark.parametrize("slope", [-0.5, -0.73, -1.0, -2.4])
@@ -110,6 +117,11 @@ EXERCISES = {
                                         lr="theory", rho="theory", iters=60000),
     "derived-min-grad-bound": dict(problem="robust_regression", dim=5, iters=5000),
     "derived-pl-bound": dict(method="usam", problem="sinpl", dim=3, lr="0.1", iters=5000),
+    "khanh2024-sam-kl-iterates": dict(problem="quartic", iters=20000),
+    "attouch-bolte2009-kl-length": dict(method="usam", problem="quartic", stepsize="constant", lr="0.2", rho="0.05",
+                                        iters=20000),
+    "attouch-bolte2009-kl-rate": dict(method="usam", problem="quartic", stepsize="constant", lr="0.2", rho="0.05",
+                                      iters=20000),
 }
 
 

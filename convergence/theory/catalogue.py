@@ -29,6 +29,8 @@ SCOPES = {
                 lambda r: r.unified_lambda is not None),
     "error-model": ("rules with an error model ||d_k|| <= a ||grad f(x_k)|| + b (all but m-SAM, ASAM)",
                     lambda r: r.error_model is not None),
+    "relative-error": ("rules with a relative error ||g_k - grad f(x_k)|| <= a L rho_k ||grad f(x_k)|| (GD, USAM, "
+                       "Unified SAM with lambda = 0)", lambda r: r.error_model is not None and r.error_model[1] == 0),
 }
 
 
@@ -39,10 +41,11 @@ class Theorem:
     where: str               # theorem number, with "(unverified)" where recalled
     source: str              # "quoted", "recalled" or "derived"
     scope: str               # key of SCOPES
-    assumptions: tuple       # properties of f: smooth, lower_bounded, convex, pl, quadratic
+    assumptions: tuple       # properties of f: smooth, smooth_on_box, lower_bounded, convex, pl, kl, quadratic
     hypotheses: tuple        # schedule hypotheses (keys of HYPOTHESES)
     conclusion: str
-    predicts: str            # grad_to_zero | no_convergence | linear | neighbourhood | rate_1_over_k | bound_*
+    predicts: str            # grad_to_zero | no_convergence | linear | neighbourhood | rate_1_over_k | bound_* |
+    #                          finite_length | kl_rate
     deterministic: bool = True
 
     def covers(self, rule) -> bool:
@@ -50,6 +53,7 @@ class Theorem:
 
 
 CONVERGENCE = ("grad_to_zero", "linear", "rate_1_over_k")      # predictions of convergence theorems
+KL = ("finite_length", "kl_rate")       # predictions about the iterates under the KL property
 
 THEOREMS = [
     Theorem("khanh2024-sam-nonconvex", "Khanh et al. (2024)", "Thm 3.3 (unverified)", "recalled", "unit",
@@ -90,6 +94,21 @@ THEOREMS = [
     Theorem("derived-pl-bound", "this toolkit", "PL (bounds.py)", "derived", "error-model",
             ("smooth", "pl"), ("t_at_most_1_over_L", "usam_factor_positive"),
             "f(x_k) - f* below the PL recursion at every k", "bound_pl"),
+    # Under the KL property |f - f*|^theta <= c ||grad f|| (theta in (1/2, 1): not PL) the iterates
+    # themselves converge. Judged from path_length = sum_{j<k} ||x_{j+1} - x_j|| and dist_to_opt.
+    Theorem("khanh2024-sam-kl-iterates", "Khanh et al. (2024)", "Thm 3.3, KL part (unverified)", "recalled",
+            "unit", ("smooth_on_box", "kl"), ("sum_t_inf", "sum_t2_fin", "sum_trho_fin"),
+            "if f has the KL property at an accumulation point, x_k converges to it with finite length "
+            "sum ||x_{k+1} - x_k|| < oo", "finite_length"),
+    Theorem("attouch-bolte2009-kl-length", "Attouch & Bolte (2009)", "Thm 1; Attouch, Bolte & Svaiter (2013) "
+            "Thm 2.9", "recalled", "relative-error", ("smooth_on_box", "kl"), ("t_const", "relative_step"),
+            "sufficient decrease f(x_{k+1}) <= f(x_k) - a ||x_{k+1} - x_k||^2 and relative error "
+            "||grad f(x_{k+1})|| <= b ||x_{k+1} - x_k|| (both hold for t <= (1 - nu)/(L (1 + nu)^2), derived): "
+            "finite length, x_k -> x*", "finite_length"),
+    Theorem("attouch-bolte2009-kl-rate", "Attouch & Bolte (2009)", "Thm 2", "recalled", "relative-error",
+            ("smooth_on_box", "kl"), ("t_const", "relative_step"),
+            "the same descent methods with Lojasiewicz exponent theta in (1/2, 1): ||x_k - x*|| = "
+            "O(k^-(1-theta)/(2 theta-1)) (tight for sum x_i^p)", "kl_rate"),
 ]
 
 HYPOTHESES = {
@@ -99,6 +118,7 @@ HYPOTHESES = {
     "t_const": "t_k constant", "rho_const": "ρ_k constant",
     "rho_below_1_over_L": "L ρ_k ≤ ν < 1 for all k",
     "usam_step": "t_k ≤ (1 − ν)/(L (1 + ν)²) for all k, ν = L sup ρ_k",
+    "relative_step": "t_k ≤ (1 − ν)/(L (1 + ν)²) for all k, ν = a L sup ρ_k < 1 (a: the rule's relative error)",
     "usam_factor_positive": "c L² a² ρ_k² < 1 for all k",
     "ol_constant": "t_k ≤ γ*, ρ_k ≤ ρ* (Oikonomou & Loizou)",
     "ol_decreasing": "t_k = min{γ*, (2k+1)/((k+1)² μ)}, ρ_k = min{ρ*, 1/(2k+1)}",

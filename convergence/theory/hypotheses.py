@@ -69,6 +69,14 @@ def _check(key, ctx):
         if nu >= 1:
             return Decision(False, "symbolic+scan", f"ν = {nu:.3g} ≥ 1")
         return asymptotics.always_at_most(ctx.t, (1 - nu) / (L * (1 + nu) ** 2), "(1−ν)/(L(1+ν)²)", ctx.horizon)
+    if key == "relative_step":
+        if ctx.error_model is None or ctx.error_model[1] != 0:
+            return Decision(False, "symbolic", "the method's error is not relative (b > 0 or no error model)")
+        nu = ctx.error_model[0] * L * _sup(ctx.rho, ctx)
+        if nu >= 1:
+            return Decision(False, "symbolic+scan", f"ν = a L sup ρ_k = {nu:.3g} ≥ 1")
+        return asymptotics.always_at_most(ctx.t, (1 - nu) / (L * (1 + nu) ** 2), f"(1−ν)/(L(1+ν)²), ν = {nu:.3g}",
+                                          ctx.horizon)
     if key == "usam_factor_positive":
         if ctx.error_model is None:
             return Decision(False, "symbolic", "the method has no error model")
@@ -92,7 +100,8 @@ def _check(key, ctx):
 
 
 ASSUMPTIONS = {"smooth": "grad f globally Lipschitz", "lower_bounded": "f bounded below", "convex": "f convex",
-               "pl": "the PL inequality", "quadratic": "a strongly convex quadratic"}
+               "pl": "the PL inequality", "quadratic": "a strongly convex quadratic",
+               "smooth_on_box": "a finite L", "kl": "a KL exponent in (1/2, 1) and a known x*"}
 
 
 def problem_lacks(problem, assumptions) -> str:
@@ -105,7 +114,11 @@ def problem_lacks(problem, assumptions) -> str:
 
 def problem_has(problem, assumption: str) -> bool:
     """Whether f has a property a theorem assumes, from the metadata the problem declares."""
+    theta = getattr(problem, "kl_exponent", None)     # check_schedule describes f by a few constants only
     return {"smooth": problem.smoothness_note == "global" and math.isfinite(problem.L),
+            # L declared globally or on a box (problems/kl.py): the KL rows assume the iterates stay there
+            "smooth_on_box": math.isfinite(problem.L),
+            "kl": theta is not None and 0.5 < theta < 1 and getattr(problem, "x_star", None) is not None,
             "lower_bounded": problem.lower_bounded, "convex": problem.convex,
             "pl": problem.mu is not None,
             "quadratic": bool(getattr(problem, "strongly_convex_quadratic", False))}[assumption]

@@ -10,7 +10,7 @@ import numpy as np
 
 from convergence.schedules import SCAN
 from convergence.theory import bounds
-from convergence.theory.catalogue import CONVERGENCE, HYPOTHESES, THEOREMS
+from convergence.theory.catalogue import CONVERGENCE, HYPOTHESES, KL, THEOREMS
 from convergence.theory.hypotheses import Context, assess, check, problem_lacks
 from convergence.verdicts import tail_fit
 
@@ -31,7 +31,7 @@ def assessments(spec) -> list:
 def applicability(spec) -> str:
     """'' when a convergence theorem covers the run and its hypotheses hold, else why not (one line,
     the theorem and its first failing hypothesis)."""
-    rows = [a for a in spec.assessments if a.theorem.predicts in CONVERGENCE and a.covered]
+    rows = [a for a in spec.assessments if a.theorem.predicts in CONVERGENCE + KL and a.covered]
     if any(a.holds for a in rows):
         return ""
     if not rows:
@@ -65,8 +65,36 @@ def schedule_verdict(rule, stepsize, radius, horizon: int = SCAN) -> str:
     return "; ".join(found) or f"no convergence theorem with hypotheses on the schedules alone covers {rule.name}"
 
 
-def observe(prediction: str, trace, r: int, bound=None) -> tuple[str, str]:
-    """('agrees' | 'consistent' | 'mismatch', what was observed) for one run and one prediction."""
+def path_tail(trace, r: int, start: float = 0.1) -> dict:
+    """Run r's path over its last decade [start K, K]: the length P(K) - P(start K) it added, its share of
+    the total P(K), and the distance it gained towards x*, dist(start K) - dist(K); their ratio
+    ``efficiency`` (1: straight towards x*; 0: wandering or oscillating without getting closer).
+    Under finite length the added length shrinks to 0 and stays comparable to the distance gained
+    (which telescopes to a finite sum); a path of infinite length keeps adding length without
+    getting closer."""
+    its, P = trace.column("path_length", r)
+    _, D = trace.column("dist_to_opt", r)
+    K = float(its[-1])
+    p0, p1 = np.interp([start * K, K], its, P)
+    d0, d1 = np.interp([start * K, K], its, D)
+    added = p1 - p0
+    return {"length": float(p1), "added": float(added), "share": float(added / p1) if p1 > 0 else 0.0,
+            "gained": float(d0 - d1), "efficiency": float((d0 - d1) / added) if added > 0 else 1.0,
+            "dist_ratio": float(D[-1] / D[0]) if D[0] > 0 else 0.0}
+
+
+def kl_rate_exponent(theta: float) -> float:
+    """-(1 - theta)/(2 theta - 1): ||x_k - x*|| = O(k^this) under the Lojasiewicz exponent theta in (1/2, 1)."""
+    return -(1.0 - theta) / (2.0 * theta - 1.0)
+
+
+EFFICIENCY = 0.8          # finite_length agrees: the last decade's length <= 1/0.8 x the distance it gained
+RATE_TOL = 0.1            # kl_rate agrees: the fitted exponent's CI reaches below the prediction + 10 %
+
+
+def observe(prediction: str, trace, r: int, bound=None, theta=None) -> tuple[str, str]:
+    """('agrees' | 'consistent' | 'mismatch', what was observed) for one run and one prediction
+    (``theta``: the problem's Lojasiewicz exponent, for kl_rate)."""
     status = trace.status[r]
     its, g = trace.column("grad_norm", r)
     _, gap = trace.column("f_gap", r)
@@ -95,6 +123,32 @@ def observe(prediction: str, trace, r: int, bound=None) -> tuple[str, str]:
         agree = status == "converged" or fit["slope"] <= -0.9
         return ("agrees" if agree else "mismatch"), (
             f"{status}, f - f* ~ k^{fit['slope']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]")
+    if prediction == "finite_length":
+        tail = path_tail(trace, r)
+        stopped = tail["added"] <= 1e-12 * max(tail["length"], 1e-300)
+        decreasing = tail["dist_ratio"] < 1
+        if status == "diverged" or not decreasing:
+            judged = "mismatch"
+        elif stopped or tail["efficiency"] >= EFFICIENCY:
+            judged = "agrees"
+        else:
+            judged = "mismatch"
+        return judged, (f"{status}, path length {tail['length']:.3g} (+{tail['share']:.1%} over the last decade, "
+                        f"{tail['efficiency']:.2f} of it towards x*), ||x_K - x*||/||x_0 - x*|| "
+                        f"{tail['dist_ratio']:.1e}")
+    if prediction == "kl_rate":
+        _, dist = trace.column("dist_to_opt", r)
+        fit = tail_fit(its, dist)
+        pred = kl_rate_exponent(theta)
+        tight = fit["lo"] - RATE_TOL * abs(pred) <= pred <= fit["hi"] + RATE_TOL * abs(pred)
+        if status == "converged" or fit["lo"] <= pred + RATE_TOL * abs(pred):
+            judged = "agrees"
+        elif fit["hi"] < 0 and status != "stalled":
+            judged = "consistent"             # decreasing more slowly: a finite run's transient
+        else:
+            judged = "mismatch"
+        return judged, (f"{status}, ||x_k - x*|| ~ k^{fit['slope']:.3f} [{fit['lo']:.3f}, {fit['hi']:.3f}] vs "
+                        f"O(k^{pred:.3f}) (theta = {theta:g}){', tight' if tight else ''}")
     if prediction in ("bound_min_grad", "bound_pl"):
         if prediction == "bound_min_grad":
             observed, slack = np.minimum.accumulate(g), 0.0
@@ -136,7 +190,7 @@ def report(spec, trace) -> list[dict]:
                 if table is not None:
                     its, _ = trace.column("grad_norm", r)
                     bound = table[np.minimum(its + shift, len(table) - 1), r]
-                verdict, note = observe(th.predicts, trace, r, bound)
+                verdict, note = observe(th.predicts, trace, r, bound, spec.problem.kl_exponent)
                 judged.append(verdict)
                 notes.append(note)
             row.update(predicts=th.predicts, runs_agree=judged.count("agrees"),
