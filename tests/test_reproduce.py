@@ -22,6 +22,7 @@ def report(request, tmp_path_factory):
     return request.param, out, status, rows
 
 
+@pytest.mark.slow                       # every claim at --quick size: under a minute per paper
 def test_report_lists_every_claim_with_figures(report):
     paper, out, status, rows = report
     assert list(rows) == CLAIMS[paper]
@@ -32,6 +33,7 @@ def test_report_lists_every_claim_with_figures(report):
             assert (out / row["figure"].replace(".png", ".pdf")).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(max(len(names) for names in CLAIMS.values())))
 def test_claim_passes(report, index):
     paper, _, status, rows = report

@@ -316,6 +316,7 @@ def test_run_sde_bad_input(tmp_path, flags, message):
     assert message in proc.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_quick_claims_pass(tmp_path):
     """experiments.reproduce compagnoni2023 --quick: every claim PASS, each rejecting all its mutants
     (at least one), every figure written."""
