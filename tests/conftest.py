@@ -26,7 +26,8 @@ def rng():
 
 def pytest_collection_modifyitems(config, items):
     """Mark the tests of the deep-net files (and those skipped for want of torch) `torch` and those of
-    test_ray.py `ray`, so that `pytest -m "torch or ray"` runs what a torch-free pass skipped."""
+    test_ray.py `ray`, those of test_jax_backend.py `jax`, so that `pytest -m "torch or ray or jax"` runs
+    what a pass without the extras skipped."""
     for item in items:
         name = item.path.name
         skips = " ".join(str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
@@ -34,3 +35,5 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.torch)
         elif name == "test_ray.py":
             item.add_marker(pytest.mark.ray)
+        elif name == "test_jax_backend.py":
+            item.add_marker(pytest.mark.jax)
