@@ -33,7 +33,7 @@ def test_report_lists_every_claim_with_figures(report):
 def test_every_claim_rejects_all_its_mutants(report):
     """Each row of report.csv: PASS, and mutants_rejected n/n with n >= 1 (a claim that names no wrong
     implementation, or lets one pass, proves nothing about the method)."""
-    paper, out, status, rows = report
+    _, _, status, rows = report
     for name, row in rows.items():
         assert row["result"] == "PASS", (name, row["result"], row["mutants_rejected"])
         rejected, total = row["mutants_rejected"].split(" ")[0].split("/")

@@ -35,7 +35,7 @@ Claims (each with the mutants it rejects):
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ STALL = 0.5                 # |log-log slope| of f - f* (mean over runs) over th
 
 # --- helpers -----------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def least_squares(dim: int):
     """LeastSquares(dim) (n = d, cond 10), built once: claims 1 and 2 share it."""
     return LeastSquares(dim)
@@ -276,7 +276,7 @@ def claim_neighbourhood(out: Path, quick: bool) -> Claim:
         pred = np.array([cycle_gap(det, gamma_d, r, lam) for r in rhos_d])
         final_d = G[:, -1].reshape(len(scales), R_det)
         rel = np.abs(final_d / pred[:, None] - 1)
-        det_ok = bool(np.all(rel <= 0.01))
+        det_ok = bool(np.all(rel <= 0.01) and pred.min() >= ABOVE_ROUNDOFF * floor_d)
         rhos_s = rho_s * scales
         trace = iterate(stoch, rule, constant(gamma_s), per_run(rhos_s, R_st), it_st, len(scales) * R_st, seed=1,
                         x0=x0_st, sampler=tau, grid=grid_st)
@@ -295,7 +295,7 @@ def claim_neighbourhood(out: Path, quick: bool) -> Claim:
                                    "exponent": fit["slope"], "exponent_ci": [fit["lo"], fit["hi"]],
                                    "tail_slopes": slopes, "roundoff": floor_s, "runs": R_st, "iters": it_st}}
         data = [("deterministic, least squares d = 100", rhos_d, final_d, pred, None),
-                (f"stochastic, tau-nice (tau = 5), d = 10", rhos_s, plateau, None, fit)]
+                ("stochastic, tau-nice (tau = 5), d = 10", rhos_s, plateau, None, fit)]
         return Outcome(det_ok and st_ok, measured, data)
 
     rule = unified(lam)
@@ -392,7 +392,7 @@ def claim_decreasing(out: Path, quick: bool) -> Claim:
         radius = PerRun((constant(rho), r_dec), np.repeat([0, 1], runs))
         trace = iterate(ridge, rule, stepsize, radius, iters, 2 * runs, seed=1, sampler=tau, grid=grid)
         its, G = gaps(trace)
-        const, dec = np.median(G[:runs], axis=0), np.median(G[runs:], axis=0)
+        dec = np.median(G[runs:], axis=0)
         tail = its >= iters // 2
         plateau = float(np.mean(G[:runs, tail]))
         slope_c = stalled(its, np.mean(G[:runs], axis=0))
