@@ -29,13 +29,15 @@ Claims (each with the mutants it rejects):
 3. lambda-schedules: lam_t = 1/t tracks the shrinking 2-cycle, f - f* ~ t^-2 -> 0; lam_t = 1 - 1/t
    stays in SAM's neighbourhood (schedules swapped, frozen at lam_0, 1/t^2, rho x 2);
 4. decreasing-rule-beats-constant: stochastic, constant steps stall, the decreasing rule converges at
-   O(1/k) (radius schedule ignored: rho frozen at rho*; radius growing instead of shrinking);
+   about O(1/k) (radius schedule ignored: rho frozen at rho*, which stalls at the rho-shifted point;
+   radius growing instead of shrinking);
 5. importance-sampling: p_i ~ L_i allows a larger gamma*, reaches its neighbourhood sooner, and both
    plateaus match the predicted neighbourhood (importance without its 1/(n p_i) weights; p_i ~ 1/L_i).
 """
 from __future__ import annotations
 
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +258,7 @@ def claim_neighbourhood(out: Path, quick: bool) -> Claim:
     tau = make_sampler("tau-nice", 5, stoch)
     gamma_s, rho_s = steps(stoch, tau, lam)
     scales = 2.0 ** -np.arange(6 if quick else 8)
-    R_det, R_st = (1, 3) if quick else (4, 16)
+    R_det, R_st = (1, 8) if quick else (4, 16)
     it_det, it_st = (1500, 2000) if quick else (10_000, 30_000)
     floor_d, floor_s = roundoff(det), roundoff(stoch)
     # starts scaled with rho, so that every rho reaches its plateau as soon as rho* does: deterministic
@@ -376,32 +378,41 @@ def claim_lambda_schedules(out: Path, quick: bool) -> Claim:
 
 # --- 4. decreasing rule against constant steps ------------------------------------------------------
 
+def window_means(its, series, lo, hi, n=6):
+    """(geometric centres, means of ``series``) over n log-spaced windows of [lo, hi]: a rate fit that the
+    fluctuations of single iterates do not swamp."""
+    edges = np.geomspace(lo, hi, n + 1)
+    sel = [(its >= a) & (its < b) for a, b in pairwise(edges)]
+    return np.sqrt(edges[:-1] * edges[1:]), np.array([series[s].mean() for s in sel])
+
+
 def claim_decreasing(out: Path, quick: bool) -> Claim:
     lam = 0.5
-    ridge = Ridge(10)
-    tau = make_sampler("tau-nice", 5, ridge)
+    ridge = Ridge(6)
+    tau = make_sampler("tau-nice", 3, ridge)
     gamma, rho = steps(ridge, tau, lam)
     t_dec, r_dec = pl_decreasing(gamma, rho, ridge.mu)
-    iters, runs = (10_000, 3) if quick else (200_000, 16)
+    iters, runs = (10_000, 32) if quick else (200_000, 64)
     switch = 2 / (ridge.mu * gamma)
     floor = roundoff(ridge)
-    grid = tail_grid(iters)
+    grid = np.unique(np.r_[geometric_grid(iters), np.linspace(0, iters - 1, 2000).astype(np.int64)])
 
     def measure(rule) -> Outcome:
         stepsize = PerRun((constant(gamma), t_dec), np.repeat([0, 1], runs))
         radius = PerRun((constant(rho), r_dec), np.repeat([0, 1], runs))
         trace = iterate(ridge, rule, stepsize, radius, iters, 2 * runs, seed=1, sampler=tau, grid=grid)
         its, G = gaps(trace)
-        dec = np.median(G[runs:], axis=0)
-        tail = its >= iters // 2
-        plateau = float(np.mean(G[:runs, tail]))
-        slope_c = stalled(its, np.mean(G[:runs], axis=0))
-        fit_d = tail_fit(its, dec, max(0.3, 4 * switch / iters))
-        ok = bool(abs(slope_c) < STALL and plateau >= ABOVE_ROUNDOFF * floor and fit_d["slope"] <= -0.8
-                  and dec[-1] < 0.1 * plateau)
-        measured = {"constant_plateau": plateau, "constant_tail_slope": slope_c, "decreasing_tail_slope": fit_d["slope"],
-                    "decreasing_slope_ci": [fit_d["lo"], fit_d["hi"]], "decreasing_final_gap": float(dec[-1]),
-                    "final_over_plateau": float(dec[-1] / plateau), "switch_iteration": switch,
+        const, dec = np.mean(G[:runs], axis=0), np.mean(G[runs:], axis=0)   # E[f - f*], what the theorems bound
+        plateau = float(np.mean(const[its >= iters // 2]))
+        slope_c = stalled(its, const)
+        centres, means = window_means(its, dec, 4 * switch, iters)
+        fit_d = fit_rate(centres, means)
+        final = float(np.mean(dec[its >= 0.8 * iters]))
+        ok = bool(abs(slope_c) < STALL and plateau >= ABOVE_ROUNDOFF * floor and fit_d["slope"] <= -0.7
+                  and final < 0.1 * plateau)
+        measured = {"constant_plateau": plateau, "constant_tail_slope": slope_c, "decreasing_slope": fit_d["slope"],
+                    "decreasing_slope_ci": [fit_d["lo"], fit_d["hi"]], "decreasing_final_gap": final,
+                    "final_over_plateau": final / plateau, "switch_iteration": switch,
                     "gamma_star": gamma, "rho_star": rho}
         tables = [("constant (gamma*, rho*)", table([trace.take(np.arange(runs))])),
                   ("decreasing rule", table([trace.take(np.arange(runs, 2 * runs))]))]
@@ -412,13 +423,14 @@ def claim_decreasing(out: Path, quick: bool) -> Claim:
                "radius schedule inverted (rho*^2/rho_k, growing)": GrowingRadius(rule, rho)}
     claim, tables = check(
         "decreasing-rule-beats-constant",
-        "Stochastic Unified SAM (lambda = 0.5, tau-nice, tau = n/2) on ridge (n = d = 10, regularizer 3/n; "
-        "Oikonomou & Loizou 2025, PL theorems): at constant (gamma*, rho*) f - f* stalls in a neighbourhood "
+        "Stochastic Unified SAM (lambda = 0.5, tau-nice, tau = n/2) on ridge (n = d = 6, regularizer 3/n; "
+        "Oikonomou & Loizou 2025, PL theorems): at constant (gamma*, rho*) E[f - f*] stalls in a neighbourhood "
         f"(|tail slope| < {STALL}); the decreasing rule gamma_k = min(gamma*, (2k+1)/((k+1)^2 mu)), rho_k = "
-        "min(rho*, 1/(2k+1)) keeps converging at O(1/k) or faster (tail slope <= -0.8 past the switch at "
-        f"2/(mu gamma*)) and ends below 0.1 x the constant plateau ({runs} runs, {iters} iterations)",
+        "min(rho*, 1/(2k+1)) keeps converging at about O(1/k) (log-log slope of E[f - f*], averaged over 6 "
+        "log-spaced windows from 4x the switch 2/(mu gamma*) to K, <= -0.7) and ends (mean over the last 20 %) "
+        f"below 0.1 x the constant plateau ({runs} runs each, {iters} iterations)",
         measure, rule, mutants, "constant-vs-decreasing.png")
-    save(plot_tables(tables, "Unified SAM (lambda = 0.5), ridge n = d = 10, tau-nice tau = 5"),
+    save(plot_tables(tables, "Unified SAM (lambda = 0.5), ridge n = d = 6, tau-nice tau = 3"),
          out / "constant-vs-decreasing")
     return claim
 
@@ -448,7 +460,7 @@ def claim_importance(out: Path, quick: bool) -> Claim:
     lam = 0.5
     ridge = Ridge(5, row_spread=10.0)
     uniform = make_sampler("single", 1, ridge)
-    horizon, runs = (16, 8) if quick else (40, 32)       # iterations = horizon / (gamma* mu): past the transient
+    horizon, runs = (16, 32) if quick else (40, 64)       # iterations = horizon / (gamma* mu): past the transient
     floor = roundoff(ridge)
 
     def simulate(sampler):
