@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from experiments.common import OneLineParser, Progress, add_method_flags, fail, method_options, slug
+from convergence.progress import Progress
+from experiments.common import OneLineParser, add_method_flags, fail, method_options, slug
 
 PROG = "python -m experiments.run_toy"
 FLAGS = {"radius": "--rho-schedule", "theory_variant": "--theory-steps"}   # spec parameter -> flag

@@ -324,10 +324,10 @@ def train_epoch(opt: SAMFamily, forward, batches, full_closure=None, amp: bool =
         return loss
 
     forward.train()
-    for xb, yb in batches:
+    for step, (xb, yb) in enumerate(batches, start=1):
         opt.step(closure, batch=(xb, yb), full_closure=full_closure)
         if bar is not None:
-            bar.update(1)
+            bar(step)
     return sums
 
 
@@ -503,10 +503,9 @@ def _resume_view(cfg: TrainConfig, world: int) -> dict:
 
 
 def _bar(total, epoch, cfg):
-    if not cfg.progress:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"epoch {epoch}", unit="step", leave=False, mininterval=1.0)
+    """Progress of an epoch: a bar on a terminal, a line every 10 s in a redirected log."""
+    from convergence.progress import Progress
+    return Progress(total, f"epoch {epoch}", enabled=cfg.progress) if cfg.progress else None
 
 
 def _tensorboard(out: Path):

@@ -181,10 +181,10 @@ def claim_almost_constant(quick: bool):
     sam = make_method("sam")
     return check(
         "almost-constant-radius",
-        f"Remark 3.6: the step-size hypotheses (sum t = oo, sum t^2 < oo, sum t rho < oo, t -> 0) hold for "
-        f"t_k = c/(k + k0), c = 2/mu, k0 = 2L/mu, with the almost constant radius rho_k = 0.05/(k+1)^0.1 "
-        f"(decided symbolically; a constant rho fails sum t rho < oo), and SAM's ||x_k|| tracks the cycle "
-        f"amplitude t_k rho_k L/(2 - t_k L) within 1 % (quadratic, L = 1, mu = 0.1)",
+        "Remark 3.6: the step-size hypotheses (sum t = oo, sum t^2 < oo, sum t rho < oo, t -> 0) hold for "
+        "t_k = c/(k + k0), c = 2/mu, k0 = 2L/mu, with the almost constant radius rho_k = 0.05/(k+1)^0.1 "
+        "(decided symbolically; a constant rho fails sum t rho < oo), and SAM's ||x_k|| tracks the cycle "
+        "amplitude t_k rho_k L/(2 - t_k L) within 1 % (quadratic, L = 1, mu = 0.1)",
         measure, Setup(sam, radius=almost),
         {"constant rho = 0.05": Setup(sam, radius=constant(0.05)), "GD": Setup(make_method("gd"), radius=almost),
          "USAM in place of SAM": Setup(make_method("usam"), radius=almost),
