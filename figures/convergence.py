@@ -61,14 +61,16 @@ def run_count(table: dict) -> str:
     return f"{runs} runs" + (f", {diverged} diverged" if diverged else "")
 
 
-def draw_band(ax, table, column, colour, label, style="-", marker=None):
-    """The median (a line in ``style`` with sparse ``marker``s) and the 10-90 % band of ``column``."""
+def draw_band(ax, table, column, colour, label, style="-", marker=None, index=0, alpha=0.18):
+    """The median (a line in ``style`` with sparse ``marker``s, shifted by curve ``index`` so that
+    coinciding curves stay visible) and the 10-90 % band of ``column``."""
     ks, med, lo, hi = band(table, column)
     x = ks + 1.0                                  # k + 1: k = 0 fits on the log axis
     pos = (med > 0) & np.isfinite(med)
-    ax.plot(x[pos], med[pos], color=colour, lw=1.4, ls=style, marker=marker, markevery=0.1, ms=4, label=label)
+    ax.plot(x[pos], med[pos], color=colour, lw=1.4, ls=style, marker=marker, markevery=(0.025 * (index % 4), 0.1), ms=4,
+            label=label)
     top = np.where(np.isfinite(hi[pos]), hi[pos], med[pos])
-    ax.fill_between(x[pos], np.maximum(lo[pos], 1e-300), top, color=colour, alpha=0.18, lw=0)
+    ax.fill_between(x[pos], np.maximum(lo[pos], 1e-300), top, color=colour, alpha=alpha, lw=0)
 
 
 STYLES = [("-", None), ("--", "o"), (":", "s"), ("-.", "^"), ("-", "D"), ("--", "v"), (":", "x"), ("-.", "+")]
@@ -106,7 +108,8 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     for ax, (column, ylabel) in zip(axes[0], panels):
         for i, (label, table) in enumerate(tables):
             style, marker = STYLES[i % len(STYLES)] if len(tables) > 1 else ("-", None)
-            draw_band(ax, table, column, PALETTE[i % len(PALETTE)], f"{label} ({run_count(table)})", style, marker)
+            draw_band(ax, table, column, PALETTE[i % len(PALETTE)], f"{label} ({run_count(table)})", style, marker,
+                      i, 0.18 if len(tables) <= 2 else 0.07)
         for j, (curve, col, label) in enumerate(overlays):
             if col == column:
                 x, y = np.asarray(curve["iter"], float) + 1, np.asarray(curve["median"], float)

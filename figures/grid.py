@@ -34,7 +34,8 @@ def grid_figure(cells: list[tuple[dict, dict]], title: str):
                 table = pool(tables)
                 label = key[0] + (f" t₀={key[1]}" if several[1] else "") + (f" ρ={key[2]}" if several[2] else "")
                 style, marker = STYLES[n % len(STYLES)]
-                draw_band(ax, table, "grad_norm", PALETTE[n % len(PALETTE)], f"{label}", style, marker)
+                draw_band(ax, table, "grad_norm", PALETTE[n % len(PALETTE)], f"{label}", style, marker, n,
+                          0.18 if len(curves) <= 2 else 0.07)
                 ax.text(0.02, 0.02 + 0.07 * n, f"{key[0]}: {run_count(table)}", transform=ax.transAxes,
                         fontsize=6, color=PALETTE[n % len(PALETTE)])
             ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration k + 1",
