@@ -98,6 +98,8 @@ def timed(variants: dict, steps: int, warmup: int, sync) -> dict:
     times = {k: [] for k in variants}
     names = list(variants)
     for i in range(warmup + steps):
+        print(f"deepnet_step: {'warm-up' if i < warmup else 'timed'} round {i + 1}/{warmup + steps} of "
+              f"{', '.join(names)}", file=sys.stderr, flush=True)
         for name in names[i % len(names):] + names[:i % len(names)]:
             fn = variants[name]
             sync()

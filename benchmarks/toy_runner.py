@@ -132,6 +132,8 @@ def library(problem, X0, iters, grid=None, dtype=np.float64):
 
 
 def timed(fn, *args, repeat=1, **kw):
+    """Best wall time of ``repeat`` calls, and the last result; says on stderr what it times."""
+    print(f"toy_runner: timing {fn.__name__} ({repeat}x) ...", file=sys.stderr, flush=True)
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -142,6 +144,7 @@ def timed(fn, *args, repeat=1, **kw):
 
 def peak_rss_child(runs: int, iters: int) -> float:
     """Peak RSS (MiB) of a fresh process that runs runs x iters SAM steps on 10-d Rosenbrock."""
+    print(f"toy_runner: peak memory of {runs} runs x {iters} steps in a fresh process ...", file=sys.stderr, flush=True)
     code = (f"import sys, resource; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parent.parent)!r});"
             f"from benchmarks.toy_runner import library; from problems import make_problem; import numpy as np;"
             f"p = make_problem('rosenbrock', 10); library(p, p.x0({runs}, 0) * 0.5, {iters});"
