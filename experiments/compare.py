@@ -52,6 +52,12 @@ def check_stem(stem: str) -> Path:
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded(PROG, _main, argv)
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         stem = check_stem(args.out)
