@@ -65,7 +65,7 @@ def parse_schedules(text):
 def parse_seeds(text):
     from convergence.errors import InputError
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) if s.strip().isascii() else int("x") for s in text.split(",") if s.strip()]
     except ValueError:
         raise InputError(f"--seeds must be comma-separated non-negative integers, got '{text}'") from None
     if not seeds or min(seeds) < 0:

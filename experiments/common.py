@@ -69,11 +69,11 @@ def check_writable(out, flag: str = "--out") -> None:
     out = Path(out)
     for part in out.parts:
         if len(part.encode("utf-8", "surrogateescape")) > 255:
-            raise InputError(f"{flag} has a name of {len(part.encode('utf-8', 'surrogateescape'))} bytes, more "
-                             f"than the 255 a filesystem takes: choose a shorter name")
+            raise InputError(f"{flag} has a name of {len(part.encode('utf-8', 'surrogateescape'))} bytes (File name too long: "
+                             f"a filesystem takes 255 at most): choose a shorter name")
     try:
         if out.exists() and not out.is_dir():
-            raise InputError(f"{flag} {out} exists and is not a folder: choose a folder")
+            raise InputError(f"cannot write to {flag} {out}: it exists and is not a folder: choose a folder")
     except OSError as err:
         raise InputError(f"cannot use {flag} {out} ({err.strerror or err}): choose another folder") from None
     probe = out

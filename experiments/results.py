@@ -25,8 +25,8 @@ def check_out(out, overwrite: bool = False, param: str = "out") -> Path:
     out = Path(out)
     for part in out.parts:
         if len(part.encode("utf-8", "surrogateescape")) > 255:
-            raise InputError(f"{param} has a name of {len(part.encode('utf-8', 'surrogateescape'))} bytes, "
-                             f"more than the 255 a filesystem takes: choose a shorter name", param)
+            raise InputError(f"{param} has a name of {len(part.encode('utf-8', 'surrogateescape'))} bytes "
+                             f"(File name too long: a filesystem takes 255 at most): choose a shorter name", param)
     try:
         if out.exists() and not out.is_dir():
             raise InputError(f"{param} {out} exists and is not a folder: choose a folder", param)

@@ -117,6 +117,8 @@ def parse_seeds(text: str) -> list[int]:
     for item in split_list(text, "--seeds"):
         lo, sep, hi = item.partition("-")
         try:
+            if not item.isascii():                # int() would read Unicode digits
+                raise ValueError(item)
             a, b = (int(lo), int(hi)) if sep else (int(item), int(item))
         except ValueError:
             raise InputError(f"--seeds '{text}': '{item}' is not a seed or a range of seeds such as "
