@@ -209,6 +209,8 @@ def parse_expression(text: str, name: str = "schedule", variables: dict | None =
                     return functions[val](*args)
                 except TypeError:            # a wrong number of arguments
                     fail(f"{val}() does not take {len(args)} argument(s)")
+                except (ValueError, ArithmeticError):      # min(k, log(0)): not comparable
+                    fail(f"{val}({', '.join(map(str, args))}) is undefined")
             if val in names:
                 return names[val]
             fail(f"unknown name '{val}' (variables: {_listing(variables)}; functions: "
