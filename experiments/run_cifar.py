@@ -122,7 +122,7 @@ def check_device(name: str, local: bool = True) -> None:
 def check_archive(dataset: str, data, cache_dir) -> None:
     """Refuse, before any work, a run whose data archive is missing here (where the loader would find
     it: --data, $SAMCONV_CIFAR10/100, else the default archive or its decoded cache)."""
-    from convergence.deepnet.data import CIFAR10_SHA256, ENV, default_cache_dir, default_cifar10_path
+    from convergence.deepnet.data import ARCHIVES, CIFAR10_SHA256, ENV, default_cache_dir, default_cifar10_path
     from convergence.errors import InputError
     named = data or os.environ.get(ENV.get(dataset, ""))
     if not named and dataset == "cifar100":
@@ -134,8 +134,10 @@ def check_archive(dataset: str, data, cache_dir) -> None:
             return
     path = Path(named) if named else default_cifar10_path()
     if not path.is_file():
-        raise InputError(f"the {dataset} archive {path} does not exist: pass --data PATH to the archive (or set "
-                         f"{ENV.get(dataset, 'SAMCONV_CIFAR10')})")
+        names = " or ".join(dict.fromkeys(getattr(a, "file", a) for a in ARCHIVES.values()
+                                          if getattr(a, "dataset", "cifar10") == dataset))
+        raise InputError(f"{dataset} archive not found at {path}: pass --data PATH to {names} "
+                         f"(or set {ENV.get(dataset, 'SAMCONV_CIFAR10')})")
 
 
 def configure(args, local: bool = True):

@@ -165,7 +165,7 @@ CASES += [
     ("sweep", ["--kind", "cifar", "--stepsizes", "diminish4"], "did you mean"),
     ("sweep", ["--kind", "cifar", "--models", "Resnet18"], "did you mean 'resnet18'"),
     ("sweep", ["--kind", "cifar", "--cifar-args", "--data /nonexistent/cifar.tar.gz --device cpu"],
-     "does not exist"),
+     "archive not found at"),
     ("sweep", ["--kind", "cifar", "--cifar-args", "--seed 3"], "--cifar-args may not set --seed"),
     ("sweep", ["--kind", "cifar", "--cifar-args", "'unbalanced"], "--cifar-args"),
     ("sweep", ["--address", "auto"], "--address applies to --backend ray"),
@@ -235,7 +235,7 @@ CASES += [
     ("run_cifar", ["--stepsize", "9**9**9", "--device", "cpu"], "not a finite real number"),
     ("run_cifar", ["--stepsize", "٣/(k+1)", "--device", "cpu"], "cannot be parsed"),
     ("run_cifar", ["--data", "/nonexistent/cifar.tar.gz", "--device", "cpu", "--limit-train", "512"],
-     "does not exist"),
+     "archive not found at"),
 ]
 # flags that take the case's output folder unless the case names --out (compare writes a stem)
 TAKES_OUT = {"run_toy", "sweep", "run_sde", "reproduce", "cifar_table", "run_cifar", "compare"}
