@@ -15,6 +15,8 @@ class InputError(ValueError):
     """
 
     def __init__(self, message: str, param: str | None = None):
+        # one line whatever the user typed: control characters (a newline in a schedule) escaped
+        message = re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", lambda m: repr(m.group())[1:-1], str(message))
         super().__init__(message)
         self.param = param
 

@@ -17,6 +17,8 @@ k = sp.Symbol("k", integer=True, nonnegative=True)
 e = sp.Symbol("e", integer=True, nonnegative=True)   # epoch counter of the CIFAR schedules
 SCAN = 10_000           # a schedule is checked numerically on k < SCAN where no run length is known
 MAX_DEPTH = 100         # nesting levels allowed in a user-written expression
+MAX_VALUE = 1e30        # t_0, rho_0, L and mu within [1/MAX_VALUE, MAX_VALUE]: the theory's float64
+                        # bounds square and multiply them (L^2 t^2 rho^2) and stay finite
 
 
 class Schedule:
@@ -29,7 +31,10 @@ class Schedule:
         self._compile()
 
     def _compile(self):
-        self._f = sp.lambdify(k, self.expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
+        # evaluated in float64 only: k is passed as a float and floor/ceil return floats, so no step
+        # computes an exact integer power (k**k**k**k at k = 3 would never finish)
+        f = sp.lambdify(k, self.expr, modules=[{"floor": _float_floor, "ceiling": _float_ceil}, "math"])
+        self._f = lambda step: f(float(step))
 
     def __getstate__(self):           # pickled to sweep workers: the compiled copy is rebuilt there
         return {key: v for key, v in vars(self).items() if key != "_f"}
@@ -58,7 +63,7 @@ class Schedule:
                 pass                    # from the k that failed on, out stays NaN: undefined
             bad = np.flatnonzero(~np.isfinite(out))
             if len(bad):
-                value = "undefined" if np.isnan(out[bad[0]]) else out[bad[0]]
+                value = "undefined" if np.isnan(out[bad[0]]) else "infinite"
                 raise InputError(f"{name} '{self.label}' is {value} at k={bad[0]}: give a schedule "
                                  f"defined and finite for every k >= 0", name)
             self._values = out
@@ -75,6 +80,14 @@ class Schedule:
 
     def __repr__(self):
         return f"Schedule({self.label})"
+
+
+def _float_floor(x):
+    return float(math.floor(x))
+
+
+def _float_ceil(x):
+    return float(math.ceil(x))
 
 
 def constant(value: float) -> Schedule:
@@ -154,13 +167,13 @@ def parse_expression(text: str, name: str = "schedule", variables: dict | None =
     def expr():
         node = term()
         while peek()[1] in ("+", "-"):
-            node = node + term() if take()[1] == "+" else node - term()
+            node = _finite(node + term() if take()[1] == "+" else node - term(), fail)
         return node
 
     def term():
         node = unary()
         while peek()[1] in ("*", "/"):
-            node = node * unary() if take()[1] == "*" else node / unary()
+            node = _finite(node * unary() if take()[1] == "*" else node / unary(), fail)
         return node
 
     def unary():                  # every nesting (brackets, arguments, signs, exponents) passes here
@@ -201,6 +214,8 @@ def parse_expression(text: str, name: str = "schedule", variables: dict | None =
                     return functions[val](*args)
                 except TypeError:            # a wrong number of arguments
                     fail(f"{val}() does not take {len(args)} argument(s)")
+                except (ValueError, ArithmeticError):      # min(k, log(0)): not comparable
+                    fail(f"{val}({', '.join(map(str, args))}) is undefined")
             if val in names:
                 return names[val]
             fail(f"unknown name '{val}' (variables: {_listing(variables)}; functions: "
@@ -226,6 +241,23 @@ def _literal(text: str, fail) -> sp.Expr:
     if not math.isfinite(value):
         fail(f"the number {text} lies beyond the float range (about 1.8e308)")
     return sp.Rational(text)
+
+
+def _finite(node: sp.Expr, fail) -> sp.Expr:
+    """An exact number built from literals (1e300*1e300) refused beyond the float range, so that no
+    exact integer grows without bound; other nodes pass unchanged."""
+    if node.is_Rational:
+        if abs(node.p) > _FLOAT_INT or abs(node.q) > _FLOAT_INT or not math.isfinite(float(node)):
+            fail(f"the number {_short(node)} lies beyond the float range (about 1.8e308)")
+    return node
+
+
+_FLOAT_INT = 2 ** 1100      # numerators and denominators beyond this are far outside float range
+
+
+def _short(node) -> str:
+    text = str(node)
+    return text if len(text) <= 30 else f"{text[:12]}...({len(text)} characters)"
 
 
 def _number_power(base: sp.Expr, exponent: sp.Expr, fail) -> sp.Expr:

@@ -147,6 +147,16 @@ def _positive(name: str, value, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _bounded(name: str, value, allow_zero: bool = False) -> float:
+    """_positive, and at most MAX_VALUE: the theory's float64 bounds square and multiply t_0 and
+    rho_0 (1e308 would overflow them)."""
+    from convergence.schedules import MAX_VALUE
+    value = _positive(name, value, allow_zero)
+    if value > MAX_VALUE:
+        raise InputError(f"{name} must be at most {MAX_VALUE:g}, got {value:g}: give a smaller value", name)
+    return value
+
+
 def available_memory() -> int:
     """Bytes of memory available now (MemAvailable), or half the physical memory where unknown."""
     try:
@@ -167,6 +177,16 @@ def check_memory(need: float, what: str, limit: float | None = None) -> None:
         raise InputError(f"{what} needs about {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB "
                          f"{'available' if limit is None else 'allowed'}: lower `runs`, `dim` or `iters` "
                          f"(or allow more with `max_memory`)")
+
+
+def data_bytes(problem: str, dim: int | None, options: dict) -> int:
+    """Bytes a shipped problem allocates when built (its generated data), known before building it;
+    0 for problems without data, user data (checked as read) and user problems."""
+    from problems import PROBLEMS
+    cls = PROBLEMS.get(problem)
+    if cls is None or not hasattr(cls, "build_bytes") or {"data", "A", "b"} & set(options):
+        return 0
+    return cls.build_bytes(dim, options.get("n"))
 
 
 _PROBLEMS: dict = {}
@@ -213,6 +233,7 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
         raise unknown("theory_variant", theory_variant, VARIANTS, "theory_variant")
     check_memory(8 * COPIES * runs * (dim or 1) if isinstance(runs, int) else 0, "runs x dim", max_memory)
     problem_options = {k: v for k, v in (problem_options or {}).items() if v is not None}
+    check_memory(data_bytes(problem, dim, problem_options), "the problem's data (n x d and d x d)", max_memory)
     the_problem = shared_problem(problem, dim, problem_options)
     rule = make_method(method, **method_options)
     sampler = make_sampler(sampling, batch, the_problem)
@@ -229,9 +250,9 @@ def toy_run(problem: str = "quadratic", method: str = "sam", stepsize: str = "di
     steps = None
     if "theory" in (str(lr), str(rho)) or stepsize == "pl-decreasing":
         steps = theory_steps(the_problem, sampler, rule, theory_variant)
-    lr_value = _positive("lr", 1.0 / the_problem.L if lr in (None, "1/L") else steps[0] if lr == "theory"
+    lr_value = _bounded("lr", 1.0 / the_problem.L if lr in (None, "1/L") else steps[0] if lr == "theory"
                          else _number("lr", lr))
-    rho_value = _positive("rho", 0.05 if rho is None else steps[1] if rho == "theory" else _number("rho", rho),
+    rho_value = _bounded("rho", 0.05 if rho is None else steps[1] if rho == "theory" else _number("rho", rho),
                           allow_zero=True)
     if "pl-decreasing" in (stepsize, radius):
         if stepsize != radius:

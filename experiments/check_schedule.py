@@ -19,9 +19,15 @@ from experiments.common import OneLineParser, fail, positive
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded("check_schedule", _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence.errors import InputError
     from convergence.methods import METHODS
-    from convergence.schedules import SCAN, Schedule, parse_expression
+    from convergence.schedules import MAX_VALUE, SCAN, Schedule, parse_expression
     from convergence.theory import Context, assess
     p = OneLineParser(prog="python -m experiments.check_schedule", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,10 +46,14 @@ def main(argv=None) -> int:
     try:
         from convergence.methods import make_method
         rule = make_method(args.method, **({"lam": args.lam} if args.lam is not None else {}))
-        positive("--L", args.L)
-        for flag in ("mu", "gamma_star", "rho_star"):
-            if getattr(args, flag) is not None:
-                positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
+        for flag in ("L", "mu", "gamma_star", "rho_star"):
+            value = getattr(args, flag)
+            if value is not None:
+                name = f"--{flag.replace('_', '-')}"
+                positive(name, value)
+                if not 1 / MAX_VALUE <= value <= MAX_VALUE:      # the theory squares and divides them
+                    raise InputError(f"{name} must lie in [{1 / MAX_VALUE:g}, {MAX_VALUE:g}], got {value:g}: "
+                                     f"rescale the problem")
         if (args.gamma_star is None) != (args.rho_star is None):
             raise InputError("--gamma-star and --rho-star go together (Oikonomou & Loizou's pair): give both")
         if args.mu is not None and args.mu > args.L:
@@ -51,8 +61,9 @@ def main(argv=None) -> int:
                              f"never exceeds the smoothness constant)")
         t = Schedule(parse_expression(args.stepsize, "stepsize"), args.stepsize)
         rho = Schedule(parse_expression(args.rho, "rho"), args.rho)
-        for name, s in (("--stepsize", t), ("--rho", rho)):
+        for name, s in (("stepsize", t), ("rho", rho)):
             s.check(name, SCAN, lambda v: v > 0, "stay positive")
+            s.check(name, SCAN, lambda v: v <= MAX_VALUE, f"stay at most {MAX_VALUE:g}")
     except InputError as err:
         return fail("check_schedule", err.for_flags())
     problem = SimpleNamespace(name="a strongly convex quadratic" if args.quadratic else "f", L=args.L, mu=args.mu,
@@ -61,7 +72,11 @@ def main(argv=None) -> int:
     ol = None if args.gamma_star is None else (args.gamma_star, args.rho_star)
     seen = rule if args.stochastic else rule.on_full_batch()
     ctx = Context(t, rho, args.L, args.mu, seen.error_model, ol)
-    rows = assess(rule, problem, ctx, deterministic=not args.stochastic)
+    try:
+        rows = assess(rule, problem, ctx, deterministic=not args.stochastic)
+    except ArithmeticError as err:             # a float64 bound of the theory overflowed
+        return fail("check_schedule", f"the theory's float64 bounds overflow for these schedules and "
+                                      f"constants ({err}): rescale them")
     print(f"{args.method}: t_k = {t.expr}, rho_k = {rho.expr}, L = {args.L:g}"
           + (f", mu = {args.mu:g}" if args.mu else ""))
     applies = False

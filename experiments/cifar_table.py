@@ -65,7 +65,7 @@ def parse_schedules(text):
 def parse_seeds(text):
     from convergence.errors import InputError
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) if s.strip().isascii() else int("x") for s in text.split(",") if s.strip()]
     except ValueError:
         raise InputError(f"--seeds must be comma-separated non-negative integers, got '{text}'") from None
     if not seeds or min(seeds) < 0:
@@ -99,8 +99,13 @@ def read_run(folder: Path):
     try:
         info = json.loads(summary.read_text())
         if not (isinstance(info, dict) and {"status", "epochs_done"} <= info.keys()
-                and "epochs" in info.get("config", {})):
+                and isinstance(info.get("config"), dict) and "epochs" in info["config"]):
             raise ValueError("not a run_cifar summary")
+        for key, value in (("epochs_done", info["epochs_done"]), ("config.epochs", info["config"]["epochs"])):
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{key} is {value!r}, not a non-negative integer")
+        if not isinstance(info["status"], str):
+            raise ValueError(f"status is {info['status']!r}, not a verdict name")
         path = metrics
         with open(metrics) as f:
             rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
@@ -155,13 +160,19 @@ def tabulate(out: Path, schedules, seeds):
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded(PROG, _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence.errors import InputError
     args = build_parser().parse_args(argv)
     base = [a for a in args.run_args if a != "--"] if args.run_args else []
     out = Path(args.out)
     try:
         schedules, seeds = parse_schedules(args.schedules), parse_seeds(args.seeds)
-        check_writable(out)
+        check_writable(args.out)
         if not args.table_only:
             from experiments import run_cifar
             for flag in ("--stepsize", "--seed", "--out", "--resume"):
@@ -171,7 +182,9 @@ def main(argv=None) -> int:
             for label, name, lr in schedules:           # validate every run before any work
                 for seed in seeds:
                     folder = out / f"{label}-seed{seed}"
-                    run_cifar.configure(parser.parse_args(run_args(base, name, lr, seed, folder) + ["--resume"]))
+                    run = parser.parse_args(run_args(base, name, lr, seed, folder) + ["--resume"])
+                    run_cifar.configure(run)
+                    run_cifar.check_archive(run.dataset, run.data, run.cache_dir)
         runs = {(label, seed): read_run(out / f"{label}-seed{seed}")      # damaged runs: InputError
                 for label, _, _ in schedules for seed in seeds}
         if args.table_only and not any(run and run[0]["status"] == "ok" for run in runs.values()):

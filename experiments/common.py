@@ -38,6 +38,23 @@ def fail(prog: str, message: str) -> int:
     return 2
 
 
+def guarded(prog: str, main, argv=None) -> int:
+    """main(argv) with what escapes it as one line: Ctrl-C -> exit 130, a full disk or quota -> exit 1
+    (naming the path). Other errors are bugs and keep their traceback."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; no new result was completed (rerun the same command)\n")
+        return 130
+    except OSError as err:
+        from experiments.results import disk_error
+        message = disk_error(err)
+        if message is None:
+            raise
+        sys.stderr.write(f"{prog}: error: {message}\n")
+        return 1
+
+
 def positive(name: str, value, integer: bool = False, allow_zero: bool = False):
     """Check that a flag is a finite positive number (an integer if asked); return it."""
     from convergence.errors import InputError
@@ -57,10 +74,24 @@ def slug(text: str, length: int = 60) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:length]
 
 
-def check_writable(out: Path) -> None:
-    """Refuse an --out that cannot be created or written, before any work is done: a real file is
-    created and removed in the nearest existing folder (os.access trusts root everywhere)."""
+def check_writable(out, flag: str = "--out") -> None:
+    """Refuse an --out that cannot be created or written, before any work is done: empty text, a
+    device or other existing non-folder, a name longer than the 255 bytes a filesystem takes, or a
+    folder where no file can be created (a real file is created and removed in the nearest existing
+    folder: os.access trusts root everywhere). Pass the flag's text, not Path(text): Path('') is '.'."""
     from convergence.errors import InputError
+    if not str(out).strip():
+        raise InputError(f"{flag} is empty: give a folder name")
+    out = Path(out)
+    for part in out.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise InputError(f"{flag} has a name of {len(part.encode('utf-8', 'surrogateescape'))} bytes (File name too long: "
+                             f"a filesystem takes 255 at most): choose a shorter name")
+    try:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"cannot write to {flag} {out}: it exists and is not a folder: choose a folder")
+    except OSError as err:
+        raise InputError(f"cannot use {flag} {out} ({err.strerror or err}): choose another folder") from None
     probe = out
     try:
         while not probe.exists():
@@ -70,7 +101,7 @@ def check_writable(out: Path) -> None:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise InputError(f"cannot write to --out {out} ({err.strerror or err}): choose a writable folder") from None
+        raise InputError(f"cannot write to {flag} {out} ({err.strerror or err}): choose a writable folder") from None
 
 
 def check_seed(seed) -> int:

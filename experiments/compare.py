@@ -35,23 +35,47 @@ def tables(dirs, labels=None) -> list[tuple[str, dict]]:
     for i, d in enumerate(dirs):
         if not (Path(d) / "trace.csv").is_file():
             raise InputError(f"{d} has no trace.csv: pass folders written by run_toy or a sweep")
+        path = Path(d) / "trace.csv"
         try:
-            out.append((labels[i] if labels else Path(d).name, read_csv(Path(d) / "trace.csv")))
-        except (ValueError, OSError, UnicodeDecodeError) as err:
-            raise InputError(str(err)) from None
+            table = read_csv(path)
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path} is not a text trace ({err.reason} at byte {err.start}): rerun the "
+                             f"experiment") from None
+        except (ValueError, OSError) as err:
+            text = str(err)
+            raise InputError(text if str(path) in text else f"{path}: {text}") from None
+        if not len(table["iter"]):
+            raise InputError(f"{path} holds a header but no rows (truncated?): rerun the experiment")
+        out.append((labels[i] if labels else Path(d).name, table))
     return out
 
 
 def check_stem(stem: str) -> Path:
     """The output stem: not empty, not an existing folder, in a writable folder."""
     path = Path(stem)
+    if any(len(part.encode("utf-8", "surrogateescape")) + 4 > 255 for part in path.parts):
+        raise InputError(f"--out has a name of {max(len(p.encode('utf-8', 'surrogateescape')) for p in path.parts)} "
+                         f"bytes (File name too long: a filesystem takes 255 at most, .png included): choose a "
+                         f"shorter name")
     if not stem.strip() or stem.endswith(("/", "\\")) or path.is_dir():
         raise InputError(f"--out '{stem}' must name a file stem (STEM.png and STEM.pdf are written), not a folder")
-    check_writable(path.parent)
+    for target in (path, Path(f"{stem}.png"), Path(f"{stem}.pdf")):
+        if (target.exists() or target.is_symlink()) and not target.is_file():
+            raise InputError(f"--out '{stem}': {target} exists and is not a regular file (a device?): choose "
+                             f"another stem")
+    if path.parent.resolve() == Path("/dev"):
+        raise InputError(f"--out '{stem}' is in /dev, the devices' folder: choose another stem")
+    check_writable(str(path.parent))
     return path
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded(PROG, _main, argv)
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         stem = check_stem(args.out)
@@ -64,7 +88,11 @@ def main(argv=None) -> int:
         sys.stderr.write(f"{PROG}: interrupted; nothing written\n")
         return 130
     except OSError as err:
-        return fail(PROG, f"cannot write {args.out} ({err.strerror or err}): free space or choose another --out")
+        from experiments.results import disk_error
+        if disk_error(err):
+            sys.stderr.write(f"{PROG}: error: {disk_error(err)}\n")
+            return 1
+        return fail(PROG, f"cannot write {args.out} ({err.strerror or err}): choose another --out")
     print("\n".join(map(str, paths)))
     return 0
 

@@ -27,6 +27,12 @@ def available() -> list[str]:
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded("reproduce", _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence.errors import InputError, unknown
     from experiments.claims import write_report
     parser = OneLineParser(prog="python -m experiments.reproduce", description=__doc__)
@@ -39,8 +45,8 @@ def main(argv=None) -> int:
         for paper in papers:
             if paper not in available():
                 raise unknown("paper", paper, available() + ["all"])
-        root = Path(args.out or "results/reproduce")
-        check_writable(root)
+        root = Path("results/reproduce" if args.out is None else args.out)
+        check_writable("results/reproduce" if args.out is None else args.out)
     except InputError as err:
         return fail("reproduce", str(err))
     failed = 0

@@ -23,15 +23,18 @@ def check_out(out, overwrite: bool = False, param: str = "out") -> Path:
     if not str(out).strip():
         raise InputError(f"{param} is empty: give a folder name", param)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{param} {out} exists and is not a folder: choose a folder", param)
     for part in out.parts:
-        if len(part.encode()) > 255:
-            raise InputError(f"{param} has a name of {len(part.encode())} bytes, more than the 255 a "
-                             f"filesystem takes: choose a shorter name", param)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{param} {out} already holds a result: pass `overwrite` to replace it, or choose "
-                         f"another folder", param)
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise InputError(f"{param} has a name of {len(part.encode('utf-8', 'surrogateescape'))} bytes "
+                             f"(File name too long: a filesystem takes 255 at most): choose a shorter name", param)
+    try:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{param} {out} exists and is not a folder: choose a folder", param)
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise InputError(f"{param} {out} already holds a result: pass `overwrite` to replace it, or "
+                             f"choose another folder", param)
+    except OSError as err:
+        raise InputError(f"cannot use {param} {out} ({err.strerror or err}): choose another folder", param) from None
     check_writable(out)
     return out
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from convergence.deepnet import MODEL_NAMES
 from convergence.theory import schedule_verdict
-from experiments.common import OneLineParser, add_method_flags, check_writable, fail, method_options, positive, slug
+from experiments.common import (OneLineParser, add_method_flags, check_seed, check_writable, fail, method_options,
+                                positive, slug)
 
 PROG = "python -m experiments.run_cifar"
 
@@ -118,6 +119,27 @@ def check_device(name: str, local: bool = True) -> None:
                          f"cuda:{count - 1}")
 
 
+def check_archive(dataset: str, data, cache_dir) -> None:
+    """Refuse, before any work, a run whose data archive is missing here (where the loader would find
+    it: --data, $SAMCONV_CIFAR10/100, else the default archive or its decoded cache)."""
+    from convergence.deepnet.data import ARCHIVES, CIFAR10_SHA256, ENV, default_cache_dir, default_cifar10_path
+    from convergence.errors import InputError
+    named = data or os.environ.get(ENV.get(dataset, ""))
+    if not named and dataset == "cifar100":
+        raise InputError("CIFAR-100 needs its archive: pass --data PATH to cifar-100-python.tar.gz (or set "
+                         "SAMCONV_CIFAR100)")
+    if not named:
+        cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"cifar10-{CIFAR10_SHA256[:12]}.npz"
+        if cache.is_file():
+            return
+    path = Path(named) if named else default_cifar10_path()
+    if not path.is_file():
+        names = " or ".join(dict.fromkeys(getattr(a, "file", a) for a in ARCHIVES.values()
+                                          if getattr(a, "dataset", "cifar10") == dataset))
+        raise InputError(f"{dataset} archive not found at {path}: pass --data PATH to {names} "
+                         f"(or set {ENV.get(dataset, 'SAMCONV_CIFAR10')})")
+
+
 def configure(args, local: bool = True):
     """Validate every flag (InputError on bad input) and return the TrainConfig, whose
     ``theory_verdict`` says why no convergence theorem covers the schedules ('' when one does);
@@ -145,8 +167,7 @@ def configure(args, local: bool = True):
     positive("--checkpoint-every", args.checkpoint_every, integer=True)
     if args.momentum >= 1:
         raise InputError(f"--momentum must be below 1, got {args.momentum}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    check_seed(args.seed)
     for flag in ("limit_train", "limit_test", "grad_subset"):
         if getattr(args, flag) is not None:
             positive("--" + flag.replace("_", "-"), getattr(args, flag), integer=True)
@@ -166,7 +187,7 @@ def configure(args, local: bool = True):
         raise InputError(f"--m {rule.m} must divide the per-process batch {args.batch_size // world}")
     if args.limit_train is not None and args.limit_train < args.batch_size:
         raise InputError(f"--limit-train {args.limit_train} is below --batch-size {args.batch_size}")
-    out = Path(args.out or f"results/cifar-{args.dataset}-{args.model}-{args.method}-"
+    out = Path(args.out if args.out is not None else f"results/cifar-{args.dataset}-{args.model}-{args.method}-"
                            f"{slug(args.stepsize, 40)}-seed{args.seed}")
     defaults = {"lr": 0.1, "rho": 0.05}
     given = {flag: getattr(args, flag) for flag in defaults}
@@ -190,7 +211,7 @@ def configure(args, local: bool = True):
     cfg.theory_verdict = schedule_verdict(rule, t, r, args.epochs)
     if cfg.theory_verdict and args.require_theory:
         raise InputError(f"--require-theory: {cfg.theory_verdict}")
-    check_writable(out)
+    check_writable(str(out) if args.out is None else args.out)
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise InputError(f"--out {out} already holds a checkpoint: pass --resume to continue it, or choose "
                          f"another --out")
@@ -204,10 +225,17 @@ def _cuda() -> bool:
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded(PROG, _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence.errors import InputError
     args = build_parser().parse_args(argv)
     try:
         cfg = configure(args)
+        check_archive(args.dataset, args.data, args.cache_dir)
         from convergence.deepnet.train import train
         summary = train(cfg)
     except InputError as exc:

@@ -84,8 +84,8 @@ def configure(args) -> dict:
         raise InputError(f"--time {T} needs more than 10^6 steps: raise --eta/--dt or lower --time")
     if round(T / args.eta) < 1 or T / dt < 1:
         raise InputError(f"--time {T} is shorter than one step (--eta {args.eta}, --dt {dt}): raise --time")
-    out = Path(args.out or f"results/sde-{args.problem}-{args.method}")
-    check_writable(out)
+    out = Path(args.out if args.out is not None else f"results/sde-{args.problem}-{args.method}")
+    check_writable(str(out) if args.out is None else args.out)
     return {"method": args.method, "eta": args.eta, "rho": args.rho, "problem": args.problem, "time": T,
             "dt": dt, "paths": args.paths, "seed": args.seed, "out": str(out)}
 
@@ -112,8 +112,11 @@ def diverged(v: np.ndarray) -> int:
 
 
 def write(cfg, t, vd, vs, seconds):
-    from convergence.trace import atomic_write, provenance, write_json
-    from figures.convergence import save
+    """trajectories.csv, figure.png/pdf and summary.json, written as one folder (a hidden sibling
+    renamed into place: an interrupted write or a full disk leaves the old result or nothing)."""
+    from convergence.trace import json_text, provenance
+    from experiments.results import write_folder
+    from figures.convergence import encode
     from figures.sde import paths
     out = Path(cfg["out"])
     buf = io.StringIO()
@@ -122,17 +125,22 @@ def write(cfg, t, vd, vs, seconds):
         for i, ti in enumerate(t):
             for p in range(v.shape[1]):
                 buf.write(f"{ti:.10g},{p},{kind},{v[i, p]:.10g}\n")
-    atomic_write(out / "trajectories.csv", buf.getvalue())
-    save(paths(t, [("discrete", vd), ("SDE", vs)],
-               f"{cfg['method'].upper()} on {cfg['problem']}, eta={cfg['eta']}, rho={cfg['rho']}"), out / "figure")
-    write_json(out / "summary.json", {"config": cfg, "seed": cfg["seed"], "provenance": provenance(),
-                                      "final_loss_discrete": float(vd[-1].mean()),
-                                      "final_loss_sde": float(vs[-1].mean()),
-                                      "diverged_paths": {"discrete": diverged(vd), "sde": diverged(vs)},
-                                      "seconds": round(seconds, 3)})
+    pictures = encode(paths(t, [("discrete", vd), ("SDE", vs)],
+                            f"{cfg['method'].upper()} on {cfg['problem']}, eta={cfg['eta']}, rho={cfg['rho']}"))
+    summary = {"config": cfg, "seed": cfg["seed"], "provenance": provenance(),
+               "final_loss_discrete": float(vd[-1].mean()), "final_loss_sde": float(vs[-1].mean()),
+               "diverged_paths": {"discrete": diverged(vd), "sde": diverged(vs)}, "seconds": round(seconds, 3)}
+    write_folder(out, {"trajectories.csv": buf.getvalue(), "figure.png": pictures["png"],
+                       "figure.pdf": pictures["pdf"], "summary.json": json_text(summary)})
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded("python -m experiments.run_sde", _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence.errors import InputError
     parser = build_parser()
     args = parser.parse_args(argv)

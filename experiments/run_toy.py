@@ -153,6 +153,12 @@ def header(spec) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded("run_toy", _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence import theory
     from convergence.errors import InputError
     from convergence.runner import run
@@ -167,6 +173,9 @@ def main(argv=None) -> int:
             raise InputError(f"require_theory: {why}", "require_theory")
     except InputError as err:
         return fail("run_toy", err.for_flags(FLAGS))
+    except ArithmeticError as err:             # a float64 bound of the theory overflowed
+        return fail("run_toy", f"the theory's float64 bounds overflow for this run ({err}): lower --lr, "
+                               f"--rho or the schedules' values")
     if why:
         print(f"run_toy: note: no convergence theorem applies: {why}", file=sys.stderr)
     times = {"set-up (imports, checks, theory)": time.perf_counter() - clock}

@@ -29,6 +29,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import shlex
 import sys
@@ -106,18 +107,32 @@ def split_list(text: str, flag: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+MAX_CELLS = 100_000      # cells in one grid: the plan is built (and checked) in memory
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7-9' -> [0, 3, 7, 8, 9]."""
-    seeds = []
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7-9' -> [0, 3, 7, 8, 9]; the ranges are counted (and refused
+    beyond MAX_CELLS seeds or 2^63) before any is enumerated."""
+    seeds, ranges = [], []
     for item in split_list(text, "--seeds"):
         lo, sep, hi = item.partition("-")
         try:
+            if not item.isascii():                # int() would read Unicode digits
+                raise ValueError(item)
             a, b = (int(lo), int(hi)) if sep else (int(item), int(item))
         except ValueError:
             raise InputError(f"--seeds '{text}': '{item}' is not a seed or a range of seeds such as "
                              f"0-4 (non-negative integers)") from None
         if b < a:
             raise InputError(f"--seeds '{text}': the range '{item}' goes down (did you mean {b}-{a}?)")
+        if b >= 2**63:
+            raise InputError(f"--seeds '{text}': seed {b} is beyond 2^63 - 1: give seeds in [0, 2^63)")
+        ranges.append((a, b))
+    count = sum(b - a + 1 for a, b in ranges)
+    if count > MAX_CELLS:
+        raise InputError(f"--seeds '{text}' names {count:.3g} seeds, more than the {MAX_CELLS} cells a sweep "
+                         f"runs: give fewer seeds")
+    for a, b in ranges:
         seeds.extend(range(a, b + 1))
     return sorted(set(seeds))
 
@@ -250,10 +265,16 @@ def plan(args) -> list[Cell]:
         settings = {"epochs": args.epochs, "batch_size": args.batch_size,
                     "weight_decay": args.weight_decay, "momentum": args.momentum, "amp": args.amp,
                     "cifar_args": extra}
-    check_writable(Path(args.out))
+    check_writable(args.out)
     values = {"problem": first, "model": first, "dataset": datasets, "method": methods, "stepsize": stepsizes,
               "lr": lrs, "rho": rhos, "seed": seeds}
     axes = AXES[args.kind]
+    count = math.prod(len(values[a]) for a in axes)
+    if count > MAX_CELLS:
+        raise InputError(f"the grid has {count:.3g} cells, more than the {MAX_CELLS} a sweep runs: give shorter "
+                         f"lists")
+    if args.kind == "toy":
+        plan_memory(count, args)
     cells = [Cell(args.kind, tuple(zip(axes, combo)), tuple(settings.items()))
              for combo in itertools.product(*[values[a] for a in axes])]
     cells = sorted(cells, key=lambda c: c.sort_key)
@@ -261,6 +282,14 @@ def plan(args) -> list[Cell]:
         raise InputError("two cells of this grid share a folder name: make the --stepsizes entries differ "
                          "by more than punctuation")
     return cells
+
+
+def plan_memory(cells: int, args) -> None:
+    """The planning's own memory, checked before any spec is built: every cell's spec holds its two
+    schedules' values (2 x iters numbers) and its recording grid; a worker then holds one task."""
+    from convergence.spec import check_memory
+    check_memory(8 * cells * (2 * args.iters + 64 * math.log10(max(args.iters, 10))), "planning this grid "
+                 f"({cells} cells x {args.iters} iterations)")
 
 
 def _has_torch() -> bool:
@@ -329,6 +358,8 @@ def check_cifar_cell(cell: Cell, cell_dir: Path, local: bool) -> None:
     args = parse_cli(run_cifar, cifar_command(cell, cell_dir)[3:])
     if _has_torch():
         run_cifar.configure(args, local)
+    if local:
+        run_cifar.check_archive(args.dataset, args.data, args.cache_dir)
 
 
 def parse_cli(cli, argv: list[str]):
@@ -370,7 +401,7 @@ def cifar_cell(command: list[str], cell_dir: str, gpus: int) -> dict:
     if rc not in (0, 3):                                 # 3: trained to the end, but diverged
         raise RuntimeError(f"run_cifar exited with status {rc}; see {cell / 'log.txt'}")
     summary = _load_json(cell / "summary.json")
-    if summary is None:
+    if summary is None or check_summary(summary):
         raise RuntimeError(f"run_cifar finished without a valid {cell / 'summary.json'}")
     return {"summary": summary}
 
@@ -402,12 +433,18 @@ def cell_state(cell: Cell, cell_dir: Path, out: Path) -> tuple[str, object]:
                          f"recompute it")
     if cell.kind == "cifar":
         summary = _load_json(cell_dir / "summary.json")
-        return ("done", summary) if isinstance(summary, dict) else ("todo", None)
+        if not isinstance(summary, dict):
+            return "todo", None
+        why = check_summary(summary)
+        return ("corrupt", f"summary.json {why}") if why else ("done", summary)
     trace = cell_dir / "trace.csv"
     if not trace.exists():
         return "corrupt", "trace.csv is missing"
     if _sha256(trace) != record.get("trace_sha256"):
         return "corrupt", "trace.csv does not match the checksum in summary.json (truncated or edited)"
+    why = check_summary(record)
+    if why:
+        return "corrupt", f"summary.json {why}"
     return "done", record
 
 
@@ -430,10 +467,29 @@ def _clean_temporaries(folder: Path) -> None:
 
 
 def status_counts(summary: dict) -> dict:
-    """Verdict counts of a cell: run_toy's status_counts, or run_cifar's single status."""
+    """Verdict counts of a cell: run_toy's status_counts, or run_cifar's single status (validated by
+    ``check_summary`` when read back)."""
     if isinstance(summary.get("status_counts"), dict):
         return summary["status_counts"]
     return {str(summary["status"]): 1} if summary.get("status") else {}
+
+
+def check_summary(summary) -> str | None:
+    """Why a cell's summary cannot be trusted (None when it can): status_counts must map verdict
+    names to non-negative integers, a status must be a verdict name."""
+    if not isinstance(summary, dict):
+        return "is not a JSON object"
+    counts = summary.get("status_counts")
+    if counts is not None:
+        if not (isinstance(counts, dict) and all(isinstance(k, str) and type(v) is int and v >= 0
+                                                 for k, v in counts.items())):
+            return "has status_counts that are not counts of verdicts"
+    status = summary.get("status")
+    if status is not None and not (isinstance(status, str) and status.replace("_", "").isalnum()):
+        return "has a status that is not a verdict name"
+    if counts is None and status is None:
+        return "has neither status_counts nor status"
+    return None
 
 
 def diverged_runs(summary: dict) -> int:
@@ -489,6 +545,12 @@ def grid_figure(out: Path, cells: list[Cell]) -> list[Path]:
 
 # ---------------------------------------------------------------- main
 def main(argv=None) -> int:
+    """The command line (Ctrl-C: one line, exit 130; a full disk: one line, exit 1)."""
+    from experiments.common import guarded
+    return guarded("sweep", _main, argv)
+
+
+def _main(argv=None) -> int:
     from convergence import theory
     args = build_parser().parse_args(argv)
     out = Path(args.out)

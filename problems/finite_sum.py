@@ -26,6 +26,17 @@ class FiniteSum(Problem):
     margin: bool = False           # True: residual is b_i a_i^T x (classification), else a_i^T x - b_i
     reg: float = 0.0               # the regularizer; on user data, the default of ``from_data``
     batch_invariant = False        # X @ A.T: BLAS blocks the rows of a batch
+    rows_per_dim: int = 1          # generated data: n = rows_per_dim * dim rows unless n is given
+
+    @classmethod
+    def build_bytes(cls, dim: int | None = None, n: int | None = None) -> int:
+        """Bytes that building the generated data takes, before any of it is drawn: A (n x d) and
+        its transformed copies, and the dense d x d normal-equation matrices of ``_solve``."""
+        import inspect
+        if dim is None:
+            dim = inspect.signature(cls.__init__).parameters["dim"].default
+        n = cls.rows_per_dim * dim if n is None else n
+        return 8 * (4 * n * dim + 3 * dim * dim + 8 * n)
 
     @classmethod
     def from_data(cls, A, b, reg: float | None = None, source: str = "data (A, b)"):
@@ -187,9 +198,11 @@ class RobustRegression(FiniteSum):
     phi_curvature = 2.0
     box = (-2.0, 2.0)
 
+    rows_per_dim = 2
+
     def __init__(self, dim: int = 10, n: int | None = None, data_seed: int = 0):
         super().__init__(dim)
-        n = 2 * dim if n is None else n
+        n = self.rows_per_dim * dim if n is None else n
         A = _gaussian(n, dim, data_seed)
         x_true = np.random.default_rng(data_seed + 1).standard_normal(dim)
         self._set_data(A, A @ x_true)
@@ -300,9 +313,11 @@ class Logistic(FiniteSum):
     reg = 1e-2
     box = (-1.0, 1.0)
 
+    rows_per_dim = 5
+
     def __init__(self, dim: int = 20, n: int | None = None, reg: float = 1e-2, data_seed: int = 0):
         super().__init__(dim)
-        n = 5 * dim if n is None else n
+        n = self.rows_per_dim * dim if n is None else n
         self.reg = reg
         rng = np.random.default_rng(data_seed)
         A = rng.standard_normal((n, dim))
