@@ -240,6 +240,8 @@ def _literal(text: str, fail) -> sp.Expr:
     value = float(text)
     if not math.isfinite(value):
         fail(f"the number {text} lies beyond the float range (about 1.8e308)")
+    if value == 0 and any(c in "123456789" for c in text.lower().split("e")[0]):
+        fail(f"the number {text} lies below the float range (about 5e-324): write 0 or a larger number")
     return sp.Rational(text)
 
 

@@ -70,7 +70,7 @@ def test_parser_refuses_deep_nesting_in_one_error(text):
     ("9**9**9", "is not a finite real number"), ("1e999999999", "beyond the float range"),
     ("\u0663/(k+1)", "cannot be parsed at"), ("\uff10.1", "cannot be parsed at"),
     ("1" * 5000, "is 5000 characters long"), ("1" * 100 + "/(k+1)", "more than 60 characters"),
-    ("(-1)**0.5", "is not a finite real number")])
+    ("(-1)**0.5", "is not a finite real number"), ("1e-4300", "below the float range")])
 def test_parser_refuses_in_bounded_time_what_float64_cannot_hold(text, message):
     """Towers, huge literals, non-ASCII digits and absurd lengths are refused before sympy sees them
     (sympy would compute 9**387420489 exactly, or parse Arabic-Indic digits)."""
