@@ -140,18 +140,15 @@ def check_archive(dataset: str, data, cache_dir) -> None:
                          f"(or set {ENV.get(dataset, 'SAMCONV_CIFAR10')})")
 
 
-def configure(args, local: bool = True):
-    """Validate every flag (InputError on bad input) and return the TrainConfig, whose
-    ``theory_verdict`` says why no convergence theorem covers the schedules ('' when one does);
-    writes nothing. ``local=False`` (a sweep planning runs for other machines) skips the check of
-    this machine's GPUs."""
+def validate(args, local: bool = True) -> dict:
+    """Check every flag that torch is not needed for (InputError on bad input; writes nothing):
+    names, numbers, seed, method options, the epoch schedules against the theorems, --out. Returns
+    what configure() builds on: the method options, lr and rho, the output folder, the theory verdict."""
+    import re
+
+    from convergence.deepnet.schedules import epoch_schedules, is_named
     from convergence.errors import InputError, unknown
     from convergence.methods import make_method
-    try:
-        from convergence.deepnet.schedules import is_named
-        from convergence.deepnet.train import TrainConfig, schedules
-    except ImportError as exc:
-        raise InputError(f"run_cifar needs torch ({exc}): pip install -e \".[deepnet]\"") from None
     if args.model not in MODEL_NAMES:
         raise unknown("model", args.model, MODEL_NAMES)
     if args.dataset not in ("cifar10", "cifar100"):
@@ -173,11 +170,9 @@ def configure(args, local: bool = True):
             positive("--" + flag.replace("_", "-"), getattr(args, flag), integer=True)
     if args.clip_grad_norm is not None:
         positive("--clip-grad-norm", args.clip_grad_norm)
-    check_device(args.device, local)
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", args.device):
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got '{args.device}'")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.sync_bn and (world == 1 or args.device == "cpu" or (local and not _cuda())):
-        raise InputError("--sync-bn needs torchrun with CUDA devices (torch's SyncBatchNorm runs on GPUs only): "
-                         "drop it")
     options = method_options(args)
     try:
         rule = make_method(args.method, **options)                   # unknown names, foreign flags
@@ -189,32 +184,57 @@ def configure(args, local: bool = True):
         raise InputError(f"--limit-train {args.limit_train} is below --batch-size {args.batch_size}")
     out = Path(args.out if args.out is not None else f"results/cifar-{args.dataset}-{args.model}-{args.method}-"
                            f"{slug(args.stepsize, 40)}-seed{args.seed}")
-    defaults = {"lr": 0.1, "rho": 0.05}
-    given = {flag: getattr(args, flag) for flag in defaults}
-    for flag, spec in (("lr", args.stepsize), ("rho", args.rho_schedule)):
+    given = {flag: getattr(args, flag) for flag in ("lr", "rho")}
+    for flag, spec, default in (("lr", args.stepsize, 0.1), ("rho", args.rho_schedule, 0.05)):
         if is_named(spec) and given[flag] is None:
-            given[flag] = defaults[flag]
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, data=args.data, cache_dir=args.cache_dir,
-                      method=args.method, method_options=options, rho=given["rho"], rho_schedule=args.rho_schedule,
-                      stepsize=args.stepsize, lr=given["lr"], epochs=args.epochs, batch_size=args.batch_size,
-                      weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed, amp=args.amp,
-                      channels_last=False if args.no_channels_last else None, compile=args.compile,
-                      sync_bn=args.sync_bn, out=str(out), resume=args.resume, limit_train=args.limit_train,
-                      limit_test=args.limit_test, grad_subset=args.grad_subset, dnsam_size=args.dnsam_size,
-                      checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress,
-                      tensorboard=not args.no_tensorboard, max_grad_norm=args.clip_grad_norm,
-                      ddp_perturbation=args.ddp_perturbation)
+            given[flag] = default
     try:
-        t, r = schedules(cfg)
+        t, r = epoch_schedules(args.stepsize, given["lr"], args.rho_schedule, given["rho"], args.epochs)
     except InputError as err:
         raise InputError(err.for_flags()) from None
-    cfg.theory_verdict = schedule_verdict(rule, t, r, args.epochs)
-    if cfg.theory_verdict and args.require_theory:
-        raise InputError(f"--require-theory: {cfg.theory_verdict}")
+    verdict = schedule_verdict(rule, t, r, args.epochs)
+    if verdict and args.require_theory:
+        raise InputError(f"--require-theory: {verdict}")
     check_writable(str(out) if args.out is None else args.out)
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise InputError(f"--out {out} already holds a checkpoint: pass --resume to continue it, or choose "
                          f"another --out")
+    return {"options": options, "lr": given["lr"], "rho": given["rho"], "out": out, "verdict": verdict,
+            "world": world}
+
+
+def configure(args, local: bool = True, archive: bool = False):
+    """validate() the flags, then (needing torch) the device and the TrainConfig, whose
+    ``theory_verdict`` says why no convergence theorem covers the schedules ('' when one does);
+    writes nothing. ``local=False`` (a sweep planning runs for other machines) skips the check of
+    this machine's GPUs; ``archive``: also refuse a data archive missing here (before torch)."""
+    from convergence.errors import InputError
+    v = validate(args, local)
+    try:
+        from convergence.deepnet.train import TrainConfig
+    except ImportError as exc:
+        missing = InputError(f"run_cifar needs torch ({exc}): pip install -e \".[deepnet]\"")
+    else:
+        missing = None
+        check_device(args.device, local)
+    if archive:                              # the device first, then the data, then what is missing
+        check_archive(args.dataset, args.data, args.cache_dir)
+    if missing:
+        raise missing
+    if args.sync_bn and (v["world"] == 1 or args.device == "cpu" or (local and not _cuda())):
+        raise InputError("--sync-bn needs torchrun with CUDA devices (torch's SyncBatchNorm runs on GPUs only): "
+                         "drop it")
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, data=args.data, cache_dir=args.cache_dir,
+                      method=args.method, method_options=v["options"], rho=v["rho"], rho_schedule=args.rho_schedule,
+                      stepsize=args.stepsize, lr=v["lr"], epochs=args.epochs, batch_size=args.batch_size,
+                      weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed, amp=args.amp,
+                      channels_last=False if args.no_channels_last else None, compile=args.compile,
+                      sync_bn=args.sync_bn, out=str(v["out"]), resume=args.resume, limit_train=args.limit_train,
+                      limit_test=args.limit_test, grad_subset=args.grad_subset, dnsam_size=args.dnsam_size,
+                      checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.no_progress,
+                      tensorboard=not args.no_tensorboard, max_grad_norm=args.clip_grad_norm,
+                      ddp_perturbation=args.ddp_perturbation)
+    cfg.theory_verdict = v["verdict"]
     return cfg
 
 
@@ -234,8 +254,7 @@ def _main(argv=None) -> int:
     from convergence.errors import InputError
     args = build_parser().parse_args(argv)
     try:
-        cfg = configure(args)
-        check_archive(args.dataset, args.data, args.cache_dir)
+        cfg = configure(args, archive=True)
         from convergence.deepnet.train import train
         summary = train(cfg)
     except InputError as exc:

@@ -351,15 +351,16 @@ def toy_batch(cells: list[tuple[str, object]]) -> list[tuple[str, dict]]:
 
 
 def check_cifar_cell(cell: Cell, cell_dir: Path, local: bool) -> None:
-    """Validate a CIFAR cell's run_cifar argv with run_cifar's own parser and configure() (the parser
-    alone where torch is missing, e.g. on a Ray head node). ``local``: the cell runs on this machine,
-    so its --device must exist here."""
+    """Validate a CIFAR cell's run_cifar argv with run_cifar's own parser and checks (those that need
+    torch only where it is installed, e.g. not on a Ray head node). ``local``: the cell runs on this
+    machine, so its archive and --device must exist here."""
     from experiments import run_cifar
     args = parse_cli(run_cifar, cifar_command(cell, cell_dir)[3:])
-    if _has_torch():
-        run_cifar.configure(args, local)
+    run_cifar.validate(args, local)
     if local:
         run_cifar.check_archive(args.dataset, args.data, args.cache_dir)
+    if _has_torch():
+        run_cifar.configure(args, local)
 
 
 def parse_cli(cli, argv: list[str]):

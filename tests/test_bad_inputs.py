@@ -485,7 +485,8 @@ EXPRESSIONS = st.one_of(
 
 def _check_schedule_text(text: str) -> None:
     """make_schedule and the run spec builder: InputError with a one-line message, or a schedule
-    finite over the run; either within a few seconds."""
+    finite over the run; either within a few seconds (the alarm below; hypothesis' own deadline is
+    off: a first call that warms sympy's caches would make it flaky on a loaded machine)."""
     from convergence.errors import InputError
     from convergence.schedules import make_schedule
     from convergence.spec import toy_run
@@ -502,7 +503,7 @@ def _check_schedule_text(text: str) -> None:
             assert "\n" not in str(err) and str(err)
 
 
-@settings(max_examples=200, deadline=timedelta(seconds=5), suppress_health_check=list(HealthCheck),
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=True)
 @given(EXPRESSIONS)
 def test_random_schedule_strings_are_refused_in_one_line_or_run(text):
@@ -510,7 +511,7 @@ def test_random_schedule_strings_are_refused_in_one_line_or_run(text):
 
 
 @pytest.mark.slow
-@settings(max_examples=4000, deadline=timedelta(seconds=5), suppress_health_check=list(HealthCheck))
+@settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(EXPRESSIONS)
 def test_random_schedule_strings_many(text):
     _check_schedule_text(text)

@@ -55,3 +55,11 @@ def epoch_schedule(spec: str, value: float | None, name: str = "stepsize") -> Sc
                          f"drop that flag or write the value into the expression", name)
     return Schedule(parse_expression(spec, name), f"{spec} (k = epoch)")
 
+
+def epoch_schedules(stepsize: str, lr, rho_schedule: str, rho, epochs: int) -> tuple[Schedule, Schedule]:
+    """(t, rho) as Schedules in k = the epoch, checked on every epoch of the run (t > 0, rho >= 0)."""
+    t = epoch_schedule(stepsize, lr, "stepsize")
+    r = epoch_schedule(rho_schedule, rho, "rho_schedule")
+    t.check("stepsize", epochs, lambda v: v > 0, "stay positive")
+    r.check("rho_schedule", epochs, lambda v: v >= 0, "stay non-negative")
+    return t, r

@@ -46,7 +46,7 @@ from convergence.deepnet.data import DeviceSplit, load_cifar
 from convergence.deepnet.models import make_model
 from convergence.deepnet.optim import SAMFamily, freeze_bn_stats
 from convergence.deepnet.paramvec import ParamVec
-from convergence.deepnet.schedules import epoch_schedule
+from convergence.deepnet.schedules import epoch_schedules
 from convergence.errors import InputError
 from convergence.methods import make_method
 from convergence.random import stream_seed
@@ -119,12 +119,8 @@ def setup_distributed(device: str):
 
 
 def schedules(cfg: TrainConfig):
-    """(t, rho) as Schedules in k = the epoch, checked on every epoch of the run (t > 0, rho >= 0)."""
-    t = epoch_schedule(cfg.stepsize, cfg.lr, "stepsize")
-    r = epoch_schedule(cfg.rho_schedule, cfg.rho, "rho_schedule")
-    t.check("stepsize", cfg.epochs, lambda v: v > 0, "stay positive")
-    r.check("rho_schedule", cfg.epochs, lambda v: v >= 0, "stay non-negative")
-    return t, r
+    """(t, rho) of the run's config (convergence.deepnet.schedules.epoch_schedules)."""
+    return epoch_schedules(cfg.stepsize, cfg.lr, cfg.rho_schedule, cfg.rho, cfg.epochs)
 
 
 def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
