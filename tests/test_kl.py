@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from convergence.methods import make_method
-from convergence.runner import iterate, run
+from convergence.runner import iterate
 from convergence.schedules import constant, diminishing
 from convergence.spec import toy_run
 from convergence.theory import Context, check, theorem
