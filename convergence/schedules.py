@@ -103,7 +103,9 @@ def diminishing(value: float, power: float) -> Schedule:
 # ---------------------------------------------------------------------------------------------
 # A safe parser for schedule expressions typed by users, e.g. "0.1/(k+1)**0.6" or "0.1/(k*log(k+2))".
 _FUNCS = {"log": sp.log, "ln": sp.log, "sqrt": sp.sqrt, "exp": sp.exp, "floor": sp.floor,
-          "ceil": sp.ceiling, "min": sp.Min, "max": sp.Max}
+          "ceil": sp.ceiling,
+          # unevaluated: sympy's Min(k**93, k) compares its arguments under assumptions, for seconds
+          "min": lambda *a: sp.Min(*a, evaluate=False), "max": lambda *a: sp.Max(*a, evaluate=False)}
 _CONSTS = {"pi": sp.pi, "E": sp.E}
 _TOKEN = re.compile(r"[ \t]*(?:([0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?)|"
                     r"([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")     # ASCII only: no Unicode digits

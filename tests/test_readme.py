@@ -9,6 +9,7 @@ SLURM cluster) or that other tests already run at a size CI affords are skipped,
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -54,6 +55,8 @@ def _commands():
 
 
 def _skip_reason(command: str) -> str | None:
+    if "--backend jax" in command and importlib.util.find_spec("jax") is None:
+        return 'needs JAX (pip install -e ".[jax]"): tests/test_jax_backend.py runs it where JAX is installed'
     return next((why for pattern, why in SKIP if re.search(pattern, command)), None)
 
 
