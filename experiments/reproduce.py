@@ -35,6 +35,7 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     from convergence.errors import InputError, unknown
     from experiments.claims import write_report
+    from experiments.results import whole_folder
     parser = OneLineParser(prog="python -m experiments.reproduce", description=__doc__)
     parser.add_argument("paper", help=f"one of: {', '.join(available())}, or all")
     parser.add_argument("--quick", action="store_true", help="small sizes, as the tests run them (times per paper in README.md)")
@@ -54,10 +55,11 @@ def _main(argv=None) -> int:
         module = importlib.import_module(f"experiments.papers.{paper}")
         out = root / paper if (args.out is None or len(papers) > 1) else root
         start = time.perf_counter()
-        claims = module.run(out, args.quick)
-        seconds = time.perf_counter() - start
-        md, _ = write_report(out, paper, module.TITLE, claims,
-                             {"quick": args.quick, "seconds": round(seconds, 1)})
+        with whole_folder(out) as partial:          # interrupted: the old report stays, or none
+            claims = module.run(partial, args.quick)
+            seconds = time.perf_counter() - start
+            write_report(partial, paper, module.TITLE, claims, {"quick": args.quick, "seconds": round(seconds, 1)})
+        md = out / "report.md"
         print(f"{paper}: {sum(c.result == 'PASS' for c in claims)}/{len(claims)} claims PASS, mutants rejected "
               f"{sum(c.rejected for c in claims)}/{sum(len(c.mutants) for c in claims)} ({seconds:.0f} s) -> {md}")
         for c in claims:

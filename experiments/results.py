@@ -7,6 +7,7 @@ trace.csv beside an old summary.json). An existing result folder is replaced onl
 from __future__ import annotations
 
 import errno
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -39,8 +40,11 @@ def check_out(out, overwrite: bool = False, param: str = "out") -> Path:
     return out
 
 
-def write_folder(out: Path, files: dict[str, str | bytes]) -> list[Path]:
-    """Write ``files`` (name -> text or bytes) as the folder ``out``, replacing any old one whole."""
+@contextlib.contextmanager
+def whole_folder(out: Path):
+    """Yield a hidden sibling folder to write into; on success it replaces ``out`` whole (the old
+    result, if any, goes only then), on any failure or interrupt it is removed: ``out`` is always
+    either the complete old result or the complete new one."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.partial-*"):
@@ -48,8 +52,7 @@ def write_folder(out: Path, files: dict[str, str | bytes]) -> list[Path]:
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         tmp.mkdir()
-        for name, data in files.items():
-            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+        yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -61,7 +64,14 @@ def write_folder(out: Path, files: dict[str, str | bytes]) -> list[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [out / name for name in files]
+
+
+def write_folder(out: Path, files: dict[str, str | bytes]) -> list[Path]:
+    """Write ``files`` (name -> text or bytes) as the folder ``out``, replacing any old one whole."""
+    with whole_folder(out) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    return [Path(out) / name for name in files]
 
 
 def _umask() -> int:

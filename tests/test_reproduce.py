@@ -59,3 +59,23 @@ def test_unknown_paper_is_one_line_exit_2(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean 'khanh2024'" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_reproduction_leaves_the_old_report_whole(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after a paper module wrote a figure: exit 130, the earlier report untouched and no
+    partial figure beside it (writing into --out directly would leave the new figure next to the
+    old report.md)."""
+    import experiments.papers.khanh2024 as paper
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("old report")
+
+    def interrupted(folder, quick):
+        (folder / "figure.png").write_bytes(b"new")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(paper, "run", interrupted)
+    assert reproduce.main(["khanh2024", "--quick", "--out", str(out)]) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"] and (out / "report.md").read_text() == "old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
