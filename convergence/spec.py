@@ -169,14 +169,14 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
-def check_memory(need: float, what: str, limit: float | None = None) -> None:
+def check_memory(need: float, what: str, limit: float | None = None,
+                 fix: str = "lower `runs`, `dim` or `iters` (or allow more with `max_memory`)") -> None:
     """Refuse work whose estimated memory exceeds ``limit`` (default: the memory available now)
     before any of it is done, instead of a MemoryError or the kernel's OOM killer midway."""
     have = available_memory() if limit is None else limit
     if need > have:
         raise InputError(f"{what} needs about {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB "
-                         f"{'available' if limit is None else 'allowed'}: lower `runs`, `dim` or `iters` "
-                         f"(or allow more with `max_memory`)")
+                         f"{'available' if limit is None else 'allowed'}: {fix}")
 
 
 def data_bytes(problem: str, dim: int | None, options: dict) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -110,17 +109,6 @@ def check_seed(seed) -> int:
     if not (isinstance(seed, int) and 0 <= seed < 2 ** 63):
         raise InputError(f"--seed must be an integer in [0, 2^63), got {seed}")
     return seed
-
-
-def check_memory(numbers: int, what: str, copies: int = 8) -> None:
-    """Refuse a run whose float64 arrays (``numbers`` per array, about ``copies`` arrays alive)
-    would not fit in half of this machine's memory, instead of a MemoryError midway."""
-    from convergence.errors import InputError
-    need = numbers * 8 * copies
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have / 2:
-        raise InputError(f"{what} = {numbers:.3g} numbers per array needs about {need / 2 ** 30:.3g} GiB, "
-                         f"more than half of this machine's {have / 2 ** 30:.3g} GiB: lower them")
 
 
 def add_method_flags(parser) -> None:

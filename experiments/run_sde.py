@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.common import OneLineParser, check_memory, check_seed, check_writable, fail, positive
+from convergence.spec import check_memory
+from experiments.common import OneLineParser, check_seed, check_writable, fail, positive
 
 PROBLEMS = ("noisy_quadratic", "saddle", "iris", "breast_cancer")
 
@@ -76,7 +77,8 @@ def configure(args) -> dict:
     check_seed(args.seed)
     obj, _ = make_objective(args.problem)
     # the SDE's arrays are (paths, batches, dim): the batch gradients, their steps and the HVPs
-    check_memory(args.paths * obj.dim * obj.n_batches, "--paths x dimension x batches")
+    check_memory(8 * 8 * args.paths * obj.dim * obj.n_batches, "--paths x dimension x batches",
+                 fix="lower --paths")             # about 8 float64 arrays of (paths, batches, dim) alive
     T = args.time if args.time is not None else {"saddle": 30.0, "noisy_quadratic": 2.0}.get(args.problem, 3.0)
     positive("--time", T)
     dt = positive("--dt", args.dt) if args.dt is not None else args.eta

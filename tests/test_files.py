@@ -11,7 +11,8 @@ import pytest
 
 from convergence.errors import InputError
 from convergence.trace import COLUMNS, atomic_write, read_csv, write_json
-from experiments.common import check_memory, check_seed, check_writable
+from convergence.spec import check_memory
+from experiments.common import check_seed, check_writable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,9 +84,9 @@ def test_seed_and_memory_bounds():
     for bad in (-1, 2 ** 63, 1.5):
         with pytest.raises(InputError, match=r"--seed must be an integer in \[0, 2\^63\)"):
             check_seed(bad)
-    check_memory(10 ** 6, "--runs x --dim")
-    with pytest.raises(InputError, match="--runs x --dim = 1e\\+11 numbers"):
-        check_memory(10 ** 11, "--runs x --dim")
+    check_memory(8 * 10 ** 6, "--runs x --dim")
+    with pytest.raises(InputError, match="--runs x --dim needs about 745 GiB, more than the .* GiB available"):
+        check_memory(8 * 10 ** 11, "--runs x --dim")
 
 
 @pytest.mark.parametrize("flags,message", [
