@@ -32,19 +32,39 @@ class RandomUnit(Rule):
         return normalize(rng.normal_like(x, stream=13)), state
 
 
-class ScaledRadius(Rule):
-    """A rule run at c times the radius it is given (rho off by a factor c)."""
+class WrongRadius(Rule):
+    """A rule run at a wrong radius, ``radius(rho_k)`` in place of the rho_k it is given."""
 
-    def __init__(self, rule: Rule, factor: float):
-        self.rule, self.factor = rule, factor
-        self.name = f"{rule.name}(rho x {factor:g})"
+    def __init__(self, rule: Rule, radius, label: str):
+        self.rule, self.radius = rule, radius
+        self.name = f"{rule.name}({label})"
         self.stateful = rule.stateful
 
     def init(self, x):
         return self.rule.init(x)
 
     def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, self.factor * rho, rng)
+        return self.rule.gradient(k, x, oracle, state, self.radius(rho), rng)
+
+
+def ScaledRadius(rule: Rule, factor: float) -> WrongRadius:        # noqa: N802 (reads as a class)
+    """rho off by a factor: factor * rho_k."""
+    return WrongRadius(rule, lambda rho: factor * rho, f"rho x {factor:g}")
+
+
+def OffsetRadius(rule: Rule, offset: float) -> WrongRadius:        # noqa: N802
+    """A radius with a constant offset: rho_k + offset."""
+    return WrongRadius(rule, lambda rho: rho + offset, f"rho + {offset:.2g}")
+
+
+def FrozenRadius(rule: Rule, rho0: float) -> WrongRadius:          # noqa: N802
+    """The radius schedule never applied: rho0 at every step (shaped like rho_k)."""
+    return WrongRadius(rule, lambda rho: rho0 + 0 * rho, f"rho frozen at {rho0:.2g}")
+
+
+def InvertedRadius(rule: Rule, rho0: float) -> WrongRadius:        # noqa: N802
+    """The radius schedule inverted: rho0^2 / rho_k, growing where it should shrink."""
+    return WrongRadius(rule, lambda rho: rho0 ** 2 / rho, "rho0^2/rho_k")
 
 
 def unchecked(name: str, **hyper) -> Rule:

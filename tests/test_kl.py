@@ -11,7 +11,7 @@ from convergence.theory import Context, check, theorem
 from convergence.theory.report import kl_rate_exponent, observe
 from convergence.verdicts import assess
 from experiments import run_toy
-from experiments.papers.khanh2024 import FrozenRadius
+from experiments.mutants import FrozenRadius
 from problems import make_problem
 
 

@@ -7,6 +7,7 @@ from convergence.methods import make_method
 from convergence.runner import iterate
 from convergence.sampling import make_sampler
 from convergence.schedules import constant
+from experiments import mutants
 from experiments.papers import oikonomou2025 as paper
 from problems import LeastSquares, Ridge
 
@@ -60,9 +61,9 @@ def test_radius_mutants():
     oracle = paper.FULL.oracle(ls, None)
     rule = paper.unified(0.5)
     g = lambda r, rho: r.gradient(0, x, oracle, None, rho, None)[0]
-    assert np.allclose(g(paper.OffsetRadius(rule, 0.1), 0.2), g(rule, 0.3))
-    assert np.allclose(g(paper.FrozenRadius(rule, 0.1), 0.7), g(rule, 0.1))
-    assert np.allclose(g(paper.GrowingRadius(rule, 0.1), 0.05), g(rule, 0.2))
+    assert np.allclose(g(mutants.OffsetRadius(rule, 0.1), 0.2), g(rule, 0.3))
+    assert np.allclose(g(mutants.FrozenRadius(rule, 0.1), 0.7), g(rule, 0.1))
+    assert np.allclose(g(mutants.InvertedRadius(rule, 0.1), 0.05), g(rule, 0.2))
 
 
 def test_unweighted_importance_is_biased():

@@ -39,7 +39,7 @@ from convergence.trace import table
 from convergence.verdicts import assess, tail_fit
 from convergence.vec import norm
 from experiments.claims import Claim, Outcome, check
-from experiments.mutants import AntiSAM, RandomUnit, ScaledRadius, unchecked
+from experiments.mutants import AntiSAM, FrozenRadius, RandomUnit, ScaledRadius, unchecked
 from figures.convergence import plot_tables, save
 from problems import make_problem
 
@@ -48,21 +48,6 @@ PAPER = "khanh2024"
 VARIANTS = ("sam", "usam", "fsam", "vasso", "rsam")
 KL_PROBLEMS = ("quartic", "sextic", "sinpl_squared")
 THEOREM = ("sum_t_inf", "sum_t2_fin", "sum_trho_fin")     # Thm 3.3's schedule hypotheses
-
-
-class FrozenRadius(Rule):
-    """A wrong implementation: ``rule`` at a fixed radius, the rho_k schedule never applied."""
-
-    def __init__(self, rule: Rule, rho: float):
-        self.rule, self.rho = rule, rho
-        self.name = f"{rule.name}(rho frozen at {rho:g})"
-        self.stateful = rule.stateful
-
-    def init(self, x):
-        return self.rule.init(x)
-
-    def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, self.rho, rng)
 
 
 @dataclass(frozen=True)

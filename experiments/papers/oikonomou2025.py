@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convergence.methods import Rule, make_method
+from convergence.methods import make_method
 from convergence.runner import PerRun, iterate
 from convergence.sampling import Importance, make_sampler
 from convergence.schedules import constant
@@ -50,7 +50,8 @@ from convergence.theory.steps import pl_decreasing, theory_steps
 from convergence.trace import geometric_grid, table
 from convergence.verdicts import fit_rate, tail_fit, tail_slope
 from experiments.claims import Claim, Outcome, check
-from experiments.mutants import AntiSAM, RandomUnit, ScaledRadius, unchecked
+from experiments.mutants import (AntiSAM, FrozenRadius, InvertedRadius, OffsetRadius, RandomUnit, ScaledRadius,
+                                 unchecked)
 from figures import oikonomou as figures
 from figures.convergence import plot_tables, save
 from problems import LeastSquares, Ridge
@@ -119,43 +120,6 @@ def per_run(values, R: int) -> PerRun:
 def stalled(its, series, start=0.25) -> float:
     """The log-log slope of ``series`` over k >= start K: ~ 0 on a plateau, <= -1 while converging."""
     return tail_slope(its, series, start)
-
-
-class OffsetRadius(Rule):
-    """A rule run at rho + c: a radius with a constant offset (rho + eps)."""
-
-    def __init__(self, rule: Rule, offset: float):
-        self.rule, self.offset = rule, offset
-        self.name = f"{rule.name}(rho + {offset:.2g})"
-        self.stateful = rule.stateful
-
-    def init(self, x):
-        return self.rule.init(x)
-
-    def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, rho + self.offset, rng)
-
-
-class FrozenRadius(OffsetRadius):
-    """A rule that ignores the radius schedule: rho_k = rho0 at every step."""
-
-    def __init__(self, rule: Rule, rho0: float):
-        super().__init__(rule, 0.0)
-        self.rho0, self.name = rho0, f"{rule.name}(rho frozen at {rho0:.2g})"
-
-    def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, self.rho0 + 0 * rho, rng)
-
-
-class GrowingRadius(FrozenRadius):
-    """A rule whose radius schedule is inverted: rho0^2 / rho_k (grows where it should shrink)."""
-
-    def __init__(self, rule: Rule, rho0: float):
-        super().__init__(rule, rho0)
-        self.name = f"{rule.name}(rho0^2/rho_k)"
-
-    def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, self.rho0 ** 2 / rho, rng)
 
 
 class UnweightedImportance(Importance):
@@ -420,7 +384,7 @@ def claim_decreasing(out: Path, quick: bool) -> Claim:
 
     rule = unified(lam)
     mutants = {"radius schedule ignored (rho frozen at rho*)": FrozenRadius(rule, rho),
-               "radius schedule inverted (rho*^2/rho_k, growing)": GrowingRadius(rule, rho)}
+               "radius schedule inverted (rho*^2/rho_k, growing)": InvertedRadius(rule, rho)}
     claim, tables = check(
         "decreasing-rule-beats-constant",
         "Stochastic Unified SAM (lambda = 0.5, tau-nice, tau = n/2) on ridge (n = d = 6, regularizer 3/n; "
