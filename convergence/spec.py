@@ -194,9 +194,12 @@ _PROBLEMS: dict = {}
 
 def shared_problem(name: str, dim: int | None = None, options: dict | None = None):
     """make_problem(name, dim, **options), one instance per (name, dim, options) in this process:
-    specs that share it can share a batch, and the problem's data are built once."""
+    specs that share it can share a batch, and the problem's data are built once (options holding
+    arrays build a problem of their own each time)."""
     from problems import make_problem
     options = options or {}
+    if not all(isinstance(v, (str, int, float, tuple, type(None))) for v in options.values()):
+        return make_problem(name, dim, **options)       # arrays (A=, b=): no key that repr would not truncate
     key = (name, dim, repr(sorted(options.items())))
     if key not in _PROBLEMS:
         _PROBLEMS[key] = make_problem(name, dim, **options)

@@ -48,6 +48,11 @@ def _main(argv=None) -> int:
                 raise unknown("paper", paper, available() + ["all"])
         root = Path("results/reproduce" if args.out is None else args.out)
         check_writable("results/reproduce" if args.out is None else args.out)
+        for paper in papers:                    # each folder is replaced whole: only an earlier report
+            out = root / paper if (args.out is None or len(papers) > 1) else root
+            if out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
+                raise InputError(f"--out {out} holds files that are not a reproduction report: choose an "
+                                 f"empty or new folder (it is replaced whole)")
     except InputError as err:
         return fail("reproduce", str(err))
     failed = 0

@@ -79,3 +79,10 @@ def test_an_interrupted_reproduction_leaves_the_old_report_whole(tmp_path, monke
     assert sorted(p.name for p in out.iterdir()) == ["report.md"] and (out / "report.md").read_text() == "old report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_folder_that_is_not_a_report_is_not_replaced(tmp_path, capsys):
+    """--out is replaced whole; a folder holding other files is refused in one line and kept."""
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert reproduce.main(["khanh2024", "--quick", "--out", str(tmp_path)]) == 2
+    assert "not a reproduction report" in capsys.readouterr().err and (tmp_path / "mine.txt").exists()

@@ -406,3 +406,18 @@ def test_cli_problem_class_runs_and_bad_input_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(err) == 1 and re.search(pattern, err[0]), err
         assert not (tmp_path / name).exists()
+
+
+def test_run_specs_on_different_arrays_get_different_problems():
+    """Two least-squares specs on arrays whose reprs agree (numpy summarizes arrays beyond 1000
+    numbers) must not share the cached problem built for the first."""
+    from convergence.spec import toy_run
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((2000, 3))
+    B = A.copy()
+    B[1000, 1] += 1.0                                      # hidden in the middle of the summary
+    assert repr(A) == repr(B)
+    b = rng.standard_normal(2000)
+    first = toy_run("least_squares", problem_options={"A": A, "b": b}, iters=10, runs=1)
+    second = toy_run("least_squares", problem_options={"A": B, "b": b}, iters=10, runs=1)
+    assert not np.array_equal(first.problem.A, second.problem.A)
