@@ -36,13 +36,19 @@ def _one_line(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- local process pool
-def _init_worker(slots) -> None:
-    """Die with the parent (kill -9 of the sweep leaves no orphan computing), and take a slot."""
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (kill -9 of a sweep leaves no orphan
+    computing; Linux only)."""
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _init_worker(slots) -> None:
+    """Die with the parent and take a slot."""
+    die_with_parent()
     if slots is not None:
         os.environ["SAMCONV_SLOT"] = str(slots.get())
 

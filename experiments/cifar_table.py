@@ -73,11 +73,6 @@ def parse_seeds(text):
     return seeds
 
 
-def run_args(base, name, lr, seed, out):
-    args = list(base) + ["--stepsize", name, "--seed", str(seed), "--out", str(out)]
-    return args + (["--lr", lr] if lr else [])
-
-
 def ci95(values):
     """(mean, half-width of the 95 % Student-t confidence interval); half-width nan for one value."""
     from scipy import stats
@@ -173,36 +168,32 @@ def _main(argv=None) -> int:
     try:
         schedules, seeds = parse_schedules(args.schedules), parse_seeds(args.seeds)
         check_writable(args.out)
+        configs = {}
         if not args.table_only:
             from experiments import run_cifar
             for flag in ("--stepsize", "--seed", "--out", "--resume"):
                 if flag in base:
                     raise InputError(f"{flag} is set by cifar_table; leave it out of the run flags")
-            parser = run_cifar.build_parser()
-            for label, name, lr in schedules:           # validate every run before any work
+            for label, name, lr in schedules:           # every run's config checked before any work
                 for seed in seeds:
-                    folder = out / f"{label}-seed{seed}"
-                    run = parser.parse_args(run_args(base, name, lr, seed, folder) + ["--resume"])
-                    run_cifar.configure(run)
-                    run_cifar.check_archive(run.dataset, run.data, run.cache_dir)
+                    fields = {"stepsize": name, "seed": seed, "out": str(out / f"{label}-seed{seed}"),
+                              "resume": True, **({"lr": float(lr)} if lr else {})}
+                    configs[label, seed] = run_cifar.run_config(base, **fields)
         runs = {(label, seed): read_run(out / f"{label}-seed{seed}")      # damaged runs: InputError
                 for label, _, _ in schedules for seed in seeds}
         if args.table_only and not any(run and run[0]["status"] == "ok" for run in runs.values()):
             raise InputError(f"--table-only: {out} holds no finished, undiverged run of these --schedules "
                              f"and --seeds: run without --table-only first, or check --out")
     except InputError as exc:
-        return fail(PROG, str(exc))
-    if not args.table_only:
-        for label, name, lr in schedules:
-            for seed in seeds:
-                folder = out / f"{label}-seed{seed}"
-                done = runs[(label, seed)]
-                if done is not None and done[0]["epochs_done"] >= done[0]["config"]["epochs"]:
-                    continue
-                print(f"== {label} seed {seed} -> {folder}", file=sys.stderr)
-                code = run_cifar.main(run_args(base, name, lr, seed, folder) + ["--resume"])
-                if code not in (0, 3):
-                    return code
+        return fail(PROG, exc.for_flags())
+    for (label, seed), cfg in configs.items():
+        done = runs[(label, seed)]
+        if done is not None and done[0]["epochs_done"] >= done[0]["config"]["epochs"]:
+            continue
+        print(f"== {label} seed {seed} -> {cfg.out}", file=sys.stderr)
+        code = run_cifar.train_and_report(cfg)
+        if code not in (0, 3):
+            return code
     out.mkdir(parents=True, exist_ok=True)
     tabulate(out, schedules, seeds)
     return 0

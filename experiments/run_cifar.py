@@ -203,15 +203,17 @@ def validate(args, local: bool = True) -> dict:
             "world": world}
 
 
-def configure(args, local: bool = True, archive: bool = False):
-    """validate() the flags, then (needing torch) the device and the TrainConfig, whose
-    ``theory_verdict`` says why no convergence theorem covers the schedules ('' when one does);
-    writes nothing. ``local=False`` (a sweep planning runs for other machines) skips the check of
-    this machine's GPUs; ``archive``: also refuse a data archive missing here (before torch)."""
+def configure(args, local: bool = True, archive: bool = False, needs_torch: bool = True):
+    """validate() the flags and build the run's TrainConfig, whose ``theory_verdict`` says why no
+    convergence theorem covers the schedules ('' when one does); writes nothing. Where torch is
+    installed, also the device (``local=False``: a sweep planning runs for other machines skips this
+    machine's GPUs); ``archive``: refuse a data archive missing here; ``needs_torch``: the run happens
+    in this process, so refuse it without torch."""
+    from convergence.deepnet.config import TrainConfig
     from convergence.errors import InputError
     v = validate(args, local)
     try:
-        from convergence.deepnet.train import TrainConfig
+        import torch  # noqa: F401
     except ImportError as exc:
         missing = InputError(f"run_cifar needs torch ({exc}): pip install -e \".[deepnet]\"")
     else:
@@ -219,9 +221,9 @@ def configure(args, local: bool = True, archive: bool = False):
         check_device(args.device, local)
     if archive:                              # the device first, then the data, then what is missing
         check_archive(args.dataset, args.data, args.cache_dir)
-    if missing:
+    if missing and needs_torch:
         raise missing
-    if args.sync_bn and (v["world"] == 1 or args.device == "cpu" or (local and not _cuda())):
+    if args.sync_bn and (v["world"] == 1 or args.device == "cpu" or (local and not missing and not _cuda())):
         raise InputError("--sync-bn needs torchrun with CUDA devices (torch's SyncBatchNorm runs on GPUs only): "
                          "drop it")
     cfg = TrainConfig(model=args.model, dataset=args.dataset, data=args.data, cache_dir=args.cache_dir,
@@ -255,10 +257,34 @@ def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = configure(args, archive=True)
-        from convergence.deepnet.train import train
-        summary = train(cfg)
     except InputError as exc:
         return fail(PROG, exc.for_flags())
+    return train_and_report(cfg)
+
+
+def run_config(flags: list[str], local: bool = True, archive: bool = True, needs_torch: bool = True, **fields):
+    """The TrainConfig of one run of a sweep (experiments.sweep, experiments.cifar_table): ``flags``,
+    the user's extra run_cifar flags, parsed by this command's parser; ``fields`` (its attributes, e.g.
+    stepsize, seed, out) set on top; then configure()d. A bad flag raises the InputError it names."""
+    import contextlib
+    import io
+
+    from convergence.errors import InputError
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            args = build_parser().parse_args(flags)
+        except SystemExit:
+            raise InputError(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]) from None
+    vars(args).update(fields)
+    return configure(args, local, archive, needs_torch)
+
+
+def train_and_report(cfg) -> int:
+    """Train the run (convergence.deepnet.train.train) and print its one-line result; the exit status:
+    0, or 3 if it diverged."""
+    from convergence.deepnet.train import train
+    summary = train(cfg)
     final = summary["final"] or {}
     if summary["status"] == "diverged":
         print(f"diverged at epoch {final.get('epoch')}; results in {cfg.out}", file=sys.stderr)

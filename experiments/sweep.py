@@ -350,61 +350,64 @@ def toy_batch(cells: list[tuple[str, object]]) -> list[tuple[str, dict]]:
             for (name, _), spec, trace in zip(cells, specs, traces)]
 
 
-def check_cifar_cell(cell: Cell, cell_dir: Path, local: bool) -> None:
-    """Validate a CIFAR cell's run_cifar argv with run_cifar's own parser and checks (those that need
-    torch only where it is installed, e.g. not on a Ray head node). ``local``: the cell runs on this
-    machine, so its archive and --device must exist here."""
+def cifar_config(cell: Cell, cell_dir: Path, local: bool):
+    """A CIFAR cell's TrainConfig: the user's --cifar-args as run_cifar reads them, the cell's axes and
+    the sweep's settings on top, checked by run_cifar.configure. ``local``: the cell runs on this
+    machine, so its data archive and --device must exist here (not so on a Ray head node)."""
     from experiments import run_cifar
-    args = parse_cli(run_cifar, cifar_command(cell, cell_dir)[3:])
-    run_cifar.validate(args, local)
-    if local:
-        run_cifar.check_archive(args.dataset, args.data, args.cache_dir)
-    if _has_torch():
-        run_cifar.configure(args, local)
-
-
-def parse_cli(cli, argv: list[str]):
-    """``cli.build_parser()``'s parse of ``argv``; a parse error is raised as the InputError it printed."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            return cli.build_parser().parse_args(argv)
-        except SystemExit:
-            raise InputError(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]) from None
-
-
-def cifar_command(cell: Cell, cell_dir: Path) -> list[str]:
-    """The run_cifar command of a CIFAR cell (--resume: a killed cell continues from its checkpoint)."""
     s = dict(cell.settings)
-    cmd = [sys.executable, "-m", "experiments.run_cifar", "--dataset", cell["dataset"], "--model", cell["model"],
-           "--method", cell["method"], "--rho", cell["rho"], "--stepsize", cell["stepsize"],
-           "--lr", cell["lr"], "--epochs", str(s["epochs"]), "--batch-size", str(s["batch_size"]),
-           "--weight-decay", repr(s["weight_decay"]), "--momentum", repr(s["momentum"]),
-           "--seed", str(cell["seed"])]
-    return cmd + (["--amp"] if s["amp"] else []) + list(s["cifar_args"]) + ["--no-progress", "--resume",
-                                                                             "--out", str(cell_dir)]
+    fields = {"dataset": cell["dataset"], "model": cell["model"], "method": cell["method"],
+              "rho": float(cell["rho"]), "stepsize": cell["stepsize"], "lr": float(cell["lr"]),
+              "epochs": s["epochs"], "batch_size": s["batch_size"], "weight_decay": s["weight_decay"],
+              "momentum": s["momentum"], "seed": cell["seed"], "no_progress": True, "resume": True,
+              "out": str(cell_dir)}
+    if s["amp"]:
+        fields["amp"] = True                         # else what --cifar-args says (--no-amp) or run_cifar's default
+    return run_cifar.run_config(list(s["cifar_args"]), local, archive=local, needs_torch=False, **fields)
 
 
-def cifar_cell(command: list[str], cell_dir: str, gpus: int) -> dict:
-    """Run one CIFAR cell (in a worker) as a run_cifar subprocess; its summary.json marks it done.
+def train_cell(cfg) -> int:
+    """Train a CIFAR cell's config as run_cifar does (0, or 3 if it diverged)."""
+    from experiments.run_cifar import train_and_report
+    return train_and_report(cfg)
+
+
+def cifar_cell(trainer, cfg, gpus: int) -> dict:
+    """Train one CIFAR cell (in a worker) in a child process of its own: a fresh CUDA context on its
+    GPU, freed when the cell ends, and its output in log.txt; its summary.json marks it done.
 
     Under Ray, CUDA_VISIBLE_DEVICES is set by Ray (num_gpus=1); in the local pool worker slot i takes
     GPU i mod (GPUs on the machine).
     """
-    import subprocess
-    env = dict(os.environ)
-    if gpus and "CUDA_VISIBLE_DEVICES" not in env:
-        env["CUDA_VISIBLE_DEVICES"] = str(int(env.get("SAMCONV_SLOT", "0")) % gpus)
-    cell = Path(cell_dir)
+    import multiprocessing as mp
+    gpu = None
+    if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        gpu = str(int(os.environ.get("SAMCONV_SLOT", "0")) % gpus)
+    cell = Path(cfg.out)
     cell.mkdir(parents=True, exist_ok=True)
-    with open(cell / "log.txt", "ab") as log:
-        rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    if rc not in (0, 3):                                 # 3: trained to the end, but diverged
-        raise RuntimeError(f"run_cifar exited with status {rc}; see {cell / 'log.txt'}")
+    child = mp.get_context("spawn").Process(target=_train_logged, args=(trainer, cfg, str(cell / "log.txt"), gpu))
+    child.start()
+    child.join()
+    if child.exitcode not in (0, 3):                 # 3: trained to the end, but diverged
+        raise RuntimeError(f"training exited with status {child.exitcode}; see {cell / 'log.txt'}")
     summary = _load_json(cell / "summary.json")
     if summary is None or check_summary(summary):
-        raise RuntimeError(f"run_cifar finished without a valid {cell / 'summary.json'}")
+        raise RuntimeError(f"training finished without a valid {cell / 'summary.json'}")
     return {"summary": summary}
+
+
+def _train_logged(trainer, cfg, log: str, gpu: str | None) -> None:
+    """The child of cifar_cell: dies with its parent, sees only its GPU, writes its output to ``log``."""
+    backends.die_with_parent()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    code = trainer(cfg)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 def _load_json(path: Path):
@@ -569,10 +572,12 @@ def _main(argv=None) -> int:
                      for group in toy_tasks(todo, specs, args.jobs or 1, not args.no_batch)]
         else:
             gpus = backends.gpu_count() if args.backend == "local" else 0
-            for cell in cells:
-                _cell(cell, check_cifar_cell, cell, out / "cells" / cell.name, args.address is None)
-            tasks = [backends.Task(cell.name, cifar_cell, (cifar_command(cell, out / "cells" / cell.name),
-                                                           str(out / "cells" / cell.name), gpus), gpu=True)
+            configs = {cell.name: _cell(cell, cifar_config, cell, out / "cells" / cell.name, args.address is None)
+                       for cell in cells}
+            if args.backend == "local" and not args.dry_run and not _has_torch():
+                raise InputError("CIFAR cells run here need torch: pip install -e \".[deepnet]\" (or run them "
+                                 "on a Ray cluster with --backend ray)")
+            tasks = [backends.Task(cell.name, cifar_cell, (train_cell, configs[cell.name], gpus), gpu=True)
                      for cell in todo]
     except InputError as err:
         return fail("sweep", err.for_flags())
@@ -583,9 +588,7 @@ def _main(argv=None) -> int:
               f"summary.json", file=sys.stderr)
     if args.dry_run:
         for cell in cells:
-            state = states[cell.name][0]
-            extra = " ".join(cifar_command(cell, out / "cells" / cell.name)) if cell.kind == "cifar" else ""
-            print(f"{cell.name}: {state}" + (f": {extra}" if extra else ""))
+            print(f"{cell.name}: {states[cell.name][0]}")
         return 0
     try:
         ray = backends.connect_ray(args.address, args.jobs) if args.backend == "ray" else None

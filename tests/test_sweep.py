@@ -118,32 +118,37 @@ def cifar_cells(*flags):
     return sweep.plan(args)
 
 
-def test_cifar_cells_and_their_commands(tmp_path):
+def test_cifar_cells_and_their_configs(tmp_path):
+    """Each cell's TrainConfig carries its axes and the sweep's settings (no argv in between); the
+    user's --cifar-args reach every cell; --amp is the sweep's."""
     cells = cifar_cells("--models", "resnet18", "--methods", "sam", "--stepsizes",
                         "constant,diminish1,diminish2,diminish3", "--lrs", "0.1,0.01", "--seeds", "0-2",
-                        "--epochs", "200", "--amp", "--out", str(tmp_path))
+                        "--epochs", "200", "--amp", "--cifar-args", "--limit-train 512 --beta 0.7",
+                        "--out", str(tmp_path))
     assert len(cells) == 4 * 2 * 3
     cell = next(c for c in cells if c["stepsize"] == "diminish2" and c["lr"] == "0.01" and c["seed"] == 1)
     assert cell.name == "cifar10-resnet18-sam-diminish2-lr0.01-rho0.05-seed1"
-    cmd = sweep.cifar_command(cell, tmp_path / "cells" / cell.name)
-    assert cmd[:3] == [sys.executable, "-m", "experiments.run_cifar"]
-    assert "--amp" in cmd and "--resume" in cmd and "--no-progress" in cmd
-    args = [a for a in cmd[3:] if a not in ("--amp", "--resume", "--no-progress")]
-    flags = dict(zip(args[::2], args[1::2]))
-    assert flags == {"--dataset": "cifar10", "--model": "resnet18", "--method": "sam", "--rho": "0.05",
-                     "--stepsize": "diminish2",
-                     "--lr": "0.01", "--epochs": "200", "--batch-size": "128", "--weight-decay": "0.001",
-                     "--momentum": "0.0", "--seed": "1", "--out": str(tmp_path / "cells" / cell.name)}
+    with pytest.raises(InputError, match="--beta"):          # sam has no beta: the rule refuses it
+        sweep.cifar_config(cell, tmp_path / "cells" / cell.name, local=False)
+    cells = cifar_cells("--methods", "fsam", "--stepsizes", "diminish2", "--lrs", "0.01", "--rhos", "0.1",
+                        "--seeds", "1", "--epochs", "20", "--amp", "--weight-decay", "5e-4",
+                        "--cifar-args", "--limit-train 512 --beta 0.7", "--out", str(tmp_path))
+    cfg = sweep.cifar_config(cells[0], tmp_path / "cells" / cells[0].name, local=False)
+    assert (cfg.dataset, cfg.model, cfg.method, cfg.stepsize, cfg.lr, cfg.rho, cfg.seed, cfg.epochs) == \
+        ("cifar10", "resnet18", "fsam", "diminish2", 0.01, 0.1, 1, 20)
+    assert (cfg.batch_size, cfg.weight_decay, cfg.momentum, cfg.amp, cfg.limit_train) == (128, 5e-4, 0.0, True, 512)
+    assert float(cfg.method_options["beta"]) == 0.7 and cfg.resume and not cfg.progress
+    assert cfg.out == str(tmp_path / "cells" / "cifar10-resnet18-fsam-diminish2-lr0.01-rho0.1-seed1")
+    no_amp = cifar_cells("--cifar-args=--no-amp", "--out", str(tmp_path))[0]
+    assert sweep.cifar_config(no_amp, tmp_path / "c", local=False).amp is False
 
 
-def test_cifar_dry_run_lists_commands_and_writes_nothing(tmp_path, capsys):
+def test_cifar_dry_run_lists_cells_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert sweep.main(["--kind", "cifar", "--methods", "sam,usam", "--stepsizes", "diminish3", "--seeds", "0",
                        "--epochs", "2", "--dry-run", "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all("-m experiments.run_cifar" in line and "--stepsize diminish3" in line
-                                   for line in lines)
-    assert lines[0].startswith("cifar10-resnet18-sam-diminish3-lr0.1-rho0.05-seed0: todo: ")
+    assert capsys.readouterr().out.splitlines() == ["cifar10-resnet18-sam-diminish3-lr0.1-rho0.05-seed0: todo",
+                                                    "cifar10-resnet18-usam-diminish3-lr0.1-rho0.05-seed0: todo"]
     assert not out.exists()
 
 
@@ -169,8 +174,7 @@ TORCH_HINT = "the deep-net module needs torch: pip install -e \".[deepnet]\""
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 @pytest.mark.parametrize("cifar_args,message", [
     ("--bogus-flag 3", "unrecognized arguments: --bogus-flag 3"),
-    pytest.param("--limit-train -5", "--limit-train must be a finite positive integer, got -5",
-                 marks=pytest.mark.skipif(NO_TORCH, reason=TORCH_HINT)),
+    ("--limit-train -5", "--limit-train must be a finite positive integer, got -5"),
 ])
 def test_bad_cifar_args_are_refused_before_anything_is_written(tmp_path, capsys, cifar_args, message, dry_run):
     out = tmp_path / "out"
@@ -186,52 +190,56 @@ def test_cifar_cells_check_this_machines_gpus_only_when_they_run_here(tmp_path, 
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cell = cifar_cells("--cifar-args", "--device cuda", "--out", str(tmp_path))[0]
-    sweep.check_cifar_cell(cell, tmp_path / cell.name, local=False)          # a Ray cluster's GPUs
+    sweep.cifar_config(cell, tmp_path / cell.name, local=False)          # a Ray cluster's GPUs
     with pytest.raises(InputError, match="CUDA is not available here"):
-        sweep.check_cifar_cell(cell, tmp_path / cell.name, local=True)
+        sweep.cifar_config(cell, tmp_path / cell.name, local=True)
 
 
-def test_cifar_cell_runs_its_command_and_reads_its_summary(tmp_path, monkeypatch):
-    """The CIFAR worker with a stand-in for run_cifar: log, GPU slot, summary.json as the marker."""
+def gpu_and_summary(cfg):
+    """A stand-in trainer: records the GPU it sees, prints, writes summary.json (status from cfg.seed)."""
+    import os
+    print("trained", cfg.model)
+    status = {0: "ok", 1: "diverged"}.get(cfg.seed)
+    if status is None:
+        raise SystemExit(1)
+    if cfg.seed == 0 or cfg.stepsize != "diminish1":
+        summary = {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "status": "ok"}
+    else:
+        summary = {"status": "diverged"}
+    if cfg.lr != 0.5:                                # lr 0.5: finishes without a summary
+        with open(os.path.join(cfg.out, "summary.json"), "w") as fh:
+            json.dump(summary, fh)
+        with open(os.path.join(cfg.out, "metrics.csv"), "w") as fh:
+            fh.write("epoch,lr,test_acc\n")
+            for e in range(cfg.epochs):
+                fh.write(f"{e},{cfg.lr},{0.5 + 0.01 * e + cfg.seed / 1000}\n")
+    return 3 if summary["status"] == "diverged" else 0
+
+
+def test_cifar_cell_trains_in_a_child_on_its_gpu_and_reads_its_summary(tmp_path, monkeypatch):
+    """The CIFAR worker with a stand-in trainer: a child process that sees the slot's GPU, its output
+    in log.txt, summary.json as the marker; a failed or summary-less child fails the cell."""
+    from convergence.deepnet.config import TrainConfig
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("SAMCONV_SLOT", "3")
-    script = ("import json, os, sys; out = sys.argv[1]; "
-              "json.dump({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'status_counts': {'converged': 1}}, "
-              "open(os.path.join(out, 'summary.json'), 'w')); print('trained')")
     cell = tmp_path / "cell"
-    result = sweep.cifar_cell([sys.executable, "-c", script, str(cell)], str(cell), gpus=2)
-    assert result["summary"] == {"gpu": "1", "status_counts": {"converged": 1}}     # slot 3 of 2 GPUs
-    assert "trained" in (cell / "log.txt").read_text()
+    result = sweep.cifar_cell(gpu_and_summary, TrainConfig(out=str(cell), epochs=1), gpus=2)
+    assert result["summary"] == {"gpu": "1", "status": "ok"}                # slot 3 of 2 GPUs
+    assert "trained resnet18" in (cell / "log.txt").read_text()
     with pytest.raises(RuntimeError, match="exited with status 1"):
-        sweep.cifar_cell([sys.executable, "-c", "raise SystemExit(1)"], str(tmp_path / "bad"), gpus=0)
+        sweep.cifar_cell(gpu_and_summary, TrainConfig(out=str(tmp_path / "bad"), seed=2), gpus=0)
     with pytest.raises(RuntimeError, match="without a valid"):
-        sweep.cifar_cell([sys.executable, "-c", "pass"], str(tmp_path / "none"), gpus=0)
-
-
-FAKE_CIFAR = """
-import json, os, sys
-args = sys.argv[1:]
-flags = dict(zip(args[::2], args[1::2]))
-out = args[args.index('--out') + 1]
-with open(os.path.join(out, 'metrics.csv'), 'w') as fh:
-    fh.write('epoch,lr,test_acc\\n')
-    for e in range(int(flags['--epochs'])):
-        fh.write(f"{e},{flags['--lr']},{0.5 + 0.01 * e + int(flags['--seed']) / 1000}\\n")
-json.dump({'status': 'diverged' if flags['--stepsize'] == 'diminish1' and flags['--seed'] == '1' else 'ok'},
-          open(os.path.join(out, 'summary.json'), 'w'))
-sys.exit(3 if flags['--stepsize'] == 'diminish1' and flags['--seed'] == '1' else 0)
-"""
+        sweep.cifar_cell(gpu_and_summary, TrainConfig(out=str(tmp_path / "none"), lr=0.5), gpus=0)
 
 
 def test_cifar_sweep_end_to_end_with_a_stand_in_trainer(tmp_path, monkeypatch, capsys):
-    """The CIFAR path of the sweep (cells, markers, resume, combined table) with run_cifar replaced
-    by a stand-in that takes the same flags and writes trace.csv and summary.json."""
-    real = sweep.cifar_command
-    monkeypatch.setattr(sweep, "cifar_command",
-                        lambda cell, d: [sys.executable, "-c", FAKE_CIFAR, *real(cell, d)[3:]])
+    """The CIFAR path of the sweep (configs, child processes, markers, resume, combined table) with the
+    trainer replaced by a stand-in that writes metrics.csv and summary.json."""
+    monkeypatch.setattr(sweep, "train_cell", gpu_and_summary)
+    monkeypatch.setattr(sweep, "_has_torch", lambda: True)
     flags = ["--kind", "cifar", "--methods", "sam", "--stepsizes", "constant,diminish1", "--seeds", "0-1",
              "--epochs", "3", "--out", str(tmp_path)]
-    assert sweep.main(flags) == 3                  # one cell diverged (run_cifar's exit status 3)
+    assert sweep.main(flags) == 3                  # one cell diverged
     assert "1 runs diverged in 1 of 4 cells: cifar10-resnet18-sam-diminish1-lr0.1-rho0.05-seed1" in \
         capsys.readouterr().out
     rows = (tmp_path / "combined.csv").read_text().splitlines()
@@ -245,6 +253,14 @@ def test_cifar_sweep_end_to_end_with_a_stand_in_trainer(tmp_path, monkeypatch, c
     assert "4 cells, 4 already complete, 0 to run" in capsys.readouterr().out
     assert sweep.main([*flags[:-4], "--epochs", "5", "--out", str(tmp_path)]) == 2
     assert "computed with epochs=3 (now 5)" in capsys.readouterr().err
+
+
+def test_local_cifar_cells_need_torch(tmp_path, monkeypatch, capsys):
+    """Without torch a local CIFAR sweep refuses before writing (its dry run and a Ray sweep do not)."""
+    monkeypatch.setattr(sweep, "_has_torch", lambda: False)
+    assert sweep.main(["--kind", "cifar", "--epochs", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "CIFAR cells run here need torch" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert sweep.main(["--kind", "cifar", "--epochs", "1", "--dry-run", "--out", str(tmp_path / "o")]) == 0
 
 
 def test_grid_exponents_reach_only_the_cells_whose_schedules_take_them(tmp_path):

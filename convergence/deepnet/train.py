@@ -36,12 +36,13 @@ import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from convergence.deepnet.config import TrainConfig
 from convergence.deepnet.data import DeviceSplit, load_cifar
 from convergence.deepnet.models import make_model
 from convergence.deepnet.optim import SAMFamily, freeze_bn_stats
@@ -60,43 +61,6 @@ CHECKPOINT_KEYS = ("epoch", "model", "optim", "rows", "config", "rng_cpu")
 RESUME_KEYS = ("model", "dataset", "method", "method_options", "rho", "rho_schedule", "stepsize", "lr",
                "batch_size", "weight_decay", "momentum", "seed", "limit_train", "limit_test", "grad_subset",
                "dnsam_size", "max_grad_norm", "ddp_perturbation", "sync_bn")
-
-
-@dataclass
-class TrainConfig:
-    model: str = "resnet18"
-    dataset: str = "cifar10"
-    data: str | None = None            # archive path (default: $SAMCONV_CIFAR10 / ../shared/data/...)
-    cache_dir: str | None = None
-    method: str = "sam"
-    method_options: dict = field(default_factory=dict)
-    rho: float | None = 0.05           # rho_0 (None with an expression rho_schedule)
-    rho_schedule: str = "constant"
-    stepsize: str = "constant"
-    lr: float | None = 0.1             # t_0 (None with an expression stepsize)
-    epochs: int = 200
-    batch_size: int = 128
-    weight_decay: float = 1e-3
-    momentum: float = 0.0
-    seed: int = 0
-    amp: bool | None = None            # bf16 autocast; None: on CUDA only
-    channels_last: bool | None = None  # None: on CUDA only
-    compile: bool = False              # torch.compile the training forward
-    sync_bn: bool = False              # SyncBatchNorm under torchrun (CUDA)
-    out: str = "results/cifar"
-    resume: bool = False
-    limit_train: int | None = None
-    limit_test: int | None = None
-    grad_subset: int | None = None     # images for grad F (None: the whole training set)
-    dnsam_size: int = 512
-    eval_batch: int = 1000
-    checkpoint_every: int = 1
-    device: str = "auto"
-    progress: bool = True
-    tensorboard: bool = True
-    max_grad_norm: float | None = None
-    ddp_perturbation: str = "global"    # under torchrun: "global" (all-reduced) or "local" (m-sharpness)
-    theory_verdict: str = ""            # why no convergence theorem covers the schedules ('' if one does)
 
 
 # ----------------------------------------------------------------------------------------- helpers
