@@ -118,3 +118,42 @@ def test_unreachable_address_fails_at_once_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+STAND_IN = '''
+import json, os
+def trainer(cfg):
+    print("trained", cfg.seed, "in", os.getpid())
+    with open(os.path.join(cfg.out, "summary.json"), "w") as fh:
+        json.dump({"status": "ok"}, fh)
+    with open(os.path.join(cfg.out, "metrics.csv"), "w") as fh:
+        fh.write(f"epoch,lr,test_acc\\n0,{cfg.lr},0.5\\n")
+    return 0
+'''
+SWEEP_WITH_STAND_IN = '''
+import sys
+from experiments import sweep
+from standin import trainer
+sweep.train_cell = trainer
+sweep._has_torch = lambda: True
+sys.exit(sweep.main(sys.argv[1:]))
+'''
+
+
+@needs_ray
+@pytest.mark.slow
+def test_cifar_cells_train_in_children_of_ray_workers(tmp_path):
+    """A CIFAR sweep on Ray with a stand-in trainer: each cell's config reaches a Ray task, which
+    trains it in a child process (output in the cell's log.txt) and returns its summary."""
+    (tmp_path / "standin.py").write_text(STAND_IN)
+    (tmp_path / "main.py").write_text(SWEEP_WITH_STAND_IN)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "main.py", "--kind", "cifar", "--seeds", "0-1", "--lrs", "0.1,0.2",
+                           "--epochs", "1", "--backend", "ray", "--jobs", "2", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{REPO}"})
+    assert proc.returncode == 0, proc.stderr
+    assert "4 cells done" in proc.stdout
+    logs = {p.parent.name: p.read_text() for p in (out / "cells").glob("*/log.txt")}
+    assert len(logs) == 4 and all(f"trained {name[-1]} in" in text for name, text in logs.items())
+    assert (out / "combined.csv").read_text().count("\n") == 1 + 4
