@@ -282,9 +282,13 @@ def run_config(flags: list[str], local: bool = True, archive: bool = True, needs
 
 def train_and_report(cfg) -> int:
     """Train the run (convergence.deepnet.train.train) and print its one-line result; the exit status:
-    0, or 3 if it diverged."""
+    0, 3 if it diverged, 2 for bad input found while loading (a corrupt data archive: one line)."""
     from convergence.deepnet.train import train
-    summary = train(cfg)
+    from convergence.errors import InputError
+    try:
+        summary = train(cfg)
+    except InputError as exc:
+        return fail(PROG, exc.for_flags())
     final = summary["final"] or {}
     if summary["status"] == "diverged":
         print(f"diverged at epoch {final.get('epoch')}; results in {cfg.out}", file=sys.stderr)
