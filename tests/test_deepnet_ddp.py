@@ -103,6 +103,7 @@ def _spawn(fn, tmp):
     mp.spawn(fn, args=(2, _free_port(), str(tmp)), nprocs=2, join=True)
 
 
+@pytest.mark.slow
 def test_perturbation_global_local_and_ddp_wrapped(tmp_path):
     _spawn(_optim_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -119,6 +120,7 @@ def test_perturbation_global_local_and_ddp_wrapped(tmp_path):
     assert (r0["local"] - r0["global"]).abs().max() > 1e-6                  # they are different methods
 
 
+@pytest.mark.slow
 def test_training_loop_under_two_processes(tmp_path):
     _spawn(_train_worker, tmp_path)
     t0, t1 = (torch.load(tmp_path / f"train{r}.pt", weights_only=True) for r in (0, 1))

@@ -22,6 +22,7 @@ def _run(*args):
                           text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_gpu_check_tiny_mode(tmp_path):
     out = tmp_path / "check"
     proc = _run("--tiny", out)

@@ -37,6 +37,7 @@ def local(tmp_path_factory):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_ray_backend_matches_the_local_backend_byte_for_byte(tmp_path, local, capsys):
     out = tmp_path / "ray"
     assert sweep.main([*GRID, "--backend", "ray", "--jobs", "2", "--out", str(out)]) == 3
@@ -46,6 +47,7 @@ def test_ray_backend_matches_the_local_backend_byte_for_byte(tmp_path, local, ca
 
 
 @needs_ray
+@pytest.mark.slow
 def test_ray_resumes_an_interrupted_grid_without_duplicate_rows(tmp_path, local, capsys):
     """A grid left half done (complete cells, a cell killed between its two files, a half-written
     temporary file) is finished by Ray tasks; the combined CSV equals the local one."""
@@ -93,6 +95,7 @@ def _die_once(marker: str, value):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_a_task_whose_worker_dies_is_retried_once_and_reported_once(tmp_path):
     from ray import cloudpickle
 

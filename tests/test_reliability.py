@@ -112,6 +112,7 @@ def test_damaged_cells_are_detected_and_recomputed(tmp_path, reference, capsys):
     assert (out / "sweep.json").read_bytes() == (reference / "sweep.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_sweep_then_resume_gives_identical_bytes(tmp_path):
     flags = ["--methods", "sam,usam", "--stepsizes", "constant,diminishing", "--problems", "quadratic",
              "--seeds", "0-2", "--iters", "20000", "--runs", "2", "--no-figure"]

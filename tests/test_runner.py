@@ -13,7 +13,8 @@ from problems import Quadratic, make_problem
 # Problems where the theorems' standing assumptions hold (L-smooth, bounded below), with a step
 # t_0 < 2/L. Robust regression's L = 2 lambda_max(A^T A/n) is tight (attained at x*, where every
 # residual is 0 and phi''(0) = 2: test_robust_regression_L_is_attained_at_x_star); t_0 = 1.9/L < 2/L.
-CONVERGENT = [("quadratic", 2, 1.0), ("sinpl", 3, 1.0), ("robust_regression", 5, 1.9)]
+CONVERGENT = [("quadratic", 2, 1.0), ("sinpl", 3, 1.0),
+              pytest.param("robust_regression", 5, 1.9, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("method", ["sam", "usam"])

@@ -129,7 +129,8 @@ def test_every_theorem_is_exercised():
     assert set(EXERCISES) == {th.key for th in THEOREMS}
 
 
-@pytest.mark.parametrize("key", sorted(EXERCISES))
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if EXERCISES[k].get("iters", 0) >= 50_000
+                                 else k for k in sorted(EXERCISES)])
 def test_theorem_agrees_with_a_run_that_satisfies_it(key, tmp_path):
     trace = run(_spec(**EXERCISES[key]))
     row = next(r for r in trace.theory if r["theorem"] == key)

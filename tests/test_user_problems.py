@@ -367,6 +367,7 @@ def _toy(tmp_path, name, *flags):
     return status, (read_csv(out / "trace.csv") if (out / "trace.csv").exists() else None)
 
 
+@pytest.mark.slow
 def test_cli_formula_reproduces_the_shipped_sinpl_run(tmp_path):
     """--problem expr:... --box --f-star --x-star reach the problem: the trace agrees with sinpl's to
     1e-9 (a dropped --box changes L, hence t_0 = 1/L; a dropped --x-star leaves dist_to_opt empty)."""
