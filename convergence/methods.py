@@ -125,13 +125,13 @@ class Rule:
     def direction(self, k, x, oracle, state, rng):
         raise NotImplementedError
 
-    def gradient(self, k, x, oracle, state, rho, rng):
+    def gradient(self, k, x, oracle, state, rho, rng, bound=True):
         """g_k = grad f_S(x_k + rho_k d_k), and the bound L_S rho_k ||d_k|| >= ||g_k - grad f_S(x_k)||
-        that L_S-smoothness of the sampled function gives (None when L_S is unknown)."""
+        that L_S-smoothness of the sampled function gives (None when L_S is unknown, or not asked
+        for: ``bound=False``, at the steps a runner does not record)."""
         d, state = self.direction(k, x, oracle, state, rng)
         g = oracle.grad(x + rho * d)
-        bound = None if oracle.L is None else oracle.L * rho * norm(d)
-        return g, bound, state
+        return g, (oracle.L * rho * norm(d) if bound and oracle.L is not None else None), state
 
     def take(self, rows) -> "Rule":
         """This rule for a subset of a batch's runs: per-run hyper-parameters indexed by ``rows``."""
@@ -315,12 +315,12 @@ class MSharpness(Rule):
         super().__init__(m=m, base=base)
         self.rule = make_method(self.base)
 
-    def gradient(self, k, x, oracle, state, rho, rng):
+    def gradient(self, k, x, oracle, state, rho, rng, bound=True):
         grads, bounds = [], []
         for chunk in oracle.split(self.m):
-            g, bound, _ = self.rule.gradient(k, x, chunk, None, rho, rng)
+            g, chunk_bound, _ = self.rule.gradient(k, x, chunk, None, rho, rng, bound)
             grads.append(g)
-            bounds.append(bound)
+            bounds.append(chunk_bound)
         g = sum(grads[1:], grads[0]) / len(grads)
         bound = None if any(b is None for b in bounds) else sum(bounds) / len(bounds)
         return g, bound, state

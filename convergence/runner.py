@@ -64,27 +64,30 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     trace = Trace(rule.name, problem.name, grid, runs, eps=float(np.finfo(dtype).eps))
     alive = np.arange(runs)                 # indices (into the batch) of the runs still going
     state = rule.init(X)
-    rec = 0                                 # next grid row to fill
-    length = np.zeros(runs)                 # sum of ||x_{j+1} - x_j|| so far, per run
+    rec, next_record = 0, int(grid[0]) if len(grid) else -1     # the next grid row to fill, and its step
+    length = np.zeros(runs)                 # sum of ||x_{j+1} - x_j|| so far, per alive run
+    run_seeds = seeds if seeds.ndim else seed
 
     for step in range(iters):
         t, rho = t_at(step, alive), rho_at(step, alive)
-        streams = Streams(seeds[alive] if seeds.ndim else seed, run_ids[alive], step)
-        oracle = sampler.oracle(problem, streams)
-        G, bound, state = rule.gradient(step, X, oracle, state, rho, streams)
-        if rec < len(grid) and grid[rec] == step:
+        streams = Streams(run_seeds, run_ids, step)
+        G, bound, state = rule.gradient(step, X, sampler.oracle(problem, streams), state, rho, streams,
+                                        step == next_record)
+        if step == next_record:
             _record(trace, rec, alive, problem, X, G, bound, t, rho)
-            trace.data["path_length"][rec, alive] = length[alive]
+            trace.data["path_length"][rec, alive] = length
             rec += 1
+            next_record = int(grid[rec]) if rec < len(grid) else -1
         X -= t * G
-        length[alive] += np.abs(np.ravel(t)) * np.sqrt(np.einsum("ij,ij->i", G, G))
+        length += (abs(t) if np.isscalar(t) else np.abs(t[:, 0])) * np.sqrt(np.einsum("ij,ij->i", G, G))
         if not (X.max() <= BLOWUP and X.min() >= -BLOWUP):        # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True
             _record_final(trace, alive[bad], problem, X[bad], step + 1)
-            trace.final["path_length"][alive[bad]] = length[alive[bad]]
+            trace.final["path_length"][alive[bad]] = length[bad]
             keep = ~bad
-            X, alive = X[keep], alive[keep]
+            X, alive, length, run_ids = X[keep], alive[keep], length[keep], run_ids[keep]
+            run_seeds = run_seeds[keep] if np.ndim(run_seeds) else run_seeds
             state = tree_map(lambda s: s[keep] if isinstance(s, np.ndarray) and s.ndim >= 1 else s, state)
             rule = rule.take(keep)
             if not len(alive):
@@ -93,7 +96,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
             progress(step + 1)
     if len(alive):
         _record_final(trace, alive, problem, X, iters)
-        trace.final["path_length"][alive] = length[alive]
+        trace.final["path_length"][alive] = length
     trace.final_x = X
     trace.final_runs = alive
     return trace

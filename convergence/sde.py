@@ -257,8 +257,8 @@ class PerRunRadius(Rule):
     def init(self, x):
         return self.rule.init(x)
 
-    def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, rho * self.scale[rng.runs][:, None], rng)
+    def gradient(self, k, x, oracle, state, rho, rng, bound=True):
+        return self.rule.gradient(k, x, oracle, state, rho * self.scale[rng.runs][:, None], rng, bound)
 
 
 def run_recorded(problem, rule, step: float, rho, X0: np.ndarray, record, observe, seed: int = 0,

@@ -43,8 +43,8 @@ class WrongRadius(Rule):
     def init(self, x):
         return self.rule.init(x)
 
-    def gradient(self, k, x, oracle, state, rho, rng):
-        return self.rule.gradient(k, x, oracle, state, self.radius(rho), rng)
+    def gradient(self, k, x, oracle, state, rho, rng, bound=True):
+        return self.rule.gradient(k, x, oracle, state, self.radius(rho), rng, bound)
 
 
 def ScaledRadius(rule: Rule, factor: float) -> WrongRadius:        # noqa: N802 (reads as a class)

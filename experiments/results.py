@@ -129,7 +129,7 @@ def figure(spec, trace) -> dict[str, bytes]:
     overlays = [(row["bound_curve"], "grad_norm" if row["predicts"] == "bound_min_grad" else "f_gap",
                  "min-grad bound" if row["predicts"] == "bound_min_grad" else "PL bound")
                 for row in trace.theory if "bound_curve" in row]
-    return encode(plot_tables([(spec.rule.name, table([trace]))], title, overlays))
+    return encode(plot_tables([(spec.rule.name, table([trace]))], title, overlays), tight=False)
 
 
 def write_result(out: Path, spec, trace, seconds=None, extra: dict | None = None) -> list[Path]:

@@ -126,13 +126,15 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     return fig
 
 
-def encode(fig) -> dict[str, bytes]:
+def encode(fig, tight: bool = True) -> dict[str, bytes]:
     """The figure as PNG and vector PDF bytes (the PDF without a creation date: same run, same
-    bytes); the figure is closed."""
+    bytes); the figure is closed. ``tight=False``: the figure as laid out (plot_tables reserves room
+    for everything), which saves the tight bounding box's extra drawing pass per format."""
     out = {}
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
+        fig.savefig(buf, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None,
+                    bbox_inches="tight" if tight else None)
         out[ext] = buf.getvalue()
     plt.close(fig)
     return out
