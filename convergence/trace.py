@@ -219,10 +219,8 @@ def _json_default(v):
 
 @functools.lru_cache(maxsize=1)
 def provenance() -> dict:
-    """Package versions and the git commit of the code that produced a result (read once a process)."""
-    import matplotlib
-    import scipy
-    import sympy
+    """Package versions and the git commit of the code that produced a result (read once a process;
+    the versions from the installed metadata, so that recording scipy's does not import it)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
@@ -231,14 +229,14 @@ def provenance() -> dict:
                                     cwd=root, capture_output=True, text=True, timeout=5).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "unknown", False
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "sympy": sympy.__version__, "matplotlib": matplotlib.__version__,
-            "samconv": _samconv_version(), "git_commit": commit, "git_dirty": dirty}
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            **{name: _version(name) for name in ("scipy", "sympy", "matplotlib", "samconv")},
+            "git_commit": commit, "git_dirty": dirty}
 
 
-def _samconv_version() -> str:
+def _version(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
-        return version("samconv")
+        return version(distribution)
     except PackageNotFoundError:
         return "not installed"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.convergence import PALETTE, plt
+from figures.convergence import PALETTE, STYLES, plt
 
 
 def _finish(ax, **labels):
@@ -39,15 +39,23 @@ def mean_losses(panels, rhos):
     return fig
 
 
-def weak_errors(etas, rows, title: str, ylabel: str):
-    """log-log error against eta for each (label, errors, standard errors), with a slope-1 guide."""
+def _style(j: int) -> dict:
+    """Colour, line style and marker of curve j: curves that coincide stay told apart."""
+    style, marker = STYLES[j % len(STYLES)]
+    return {"color": PALETTE[j % len(PALETTE)], "ls": style, "marker": marker or "o"}
+
+
+def weak_errors(etas, rows, title: str, ylabel: str, paths: int | None = None):
+    """log-log error against eta for each (label, errors, standard errors) with ±2 standard errors
+    (over ``paths`` sample paths), and a slope-1 guide."""
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     etas = np.asarray(etas, float)
     for i, (label, errs, ses) in enumerate(rows):
-        ax.errorbar(etas, errs, yerr=2 * np.asarray(ses), color=PALETTE[i], marker="o", lw=1.4, capsize=2, label=label)
+        ax.errorbar(etas, errs, yerr=2 * np.asarray(ses), lw=1.4, ms=5, capsize=2, label=label, **_style(i))
     ax.plot(etas, rows[0][1][0] * etas / etas[0], "k:", lw=1, label="slope 1")
     _finish(ax, xscale="log", yscale="log", xlabel=r"step size $\eta$", ylabel=ylabel, title=title)
-    ax.legend(frameon=False, fontsize=7)
+    ax.legend(frameon=False, fontsize=7, title=f"± 2 s.e., {paths} paths each" if paths else None,
+              title_fontsize=7)
     return fig
 
 
@@ -58,7 +66,8 @@ def parity(points, title: str, xlabel: str = "predicted", ylabel: str = "measure
     lo, hi = everything[everything > 0].min() / 2, everything.max() * 2
     ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="equal")
     for j, (label, pred, meas) in enumerate(points):
-        ax.scatter(np.abs(np.ravel(pred)), np.maximum(np.abs(np.ravel(meas)), lo), s=18, color=PALETTE[j], label=label)
+        ax.scatter(np.abs(np.ravel(pred)), np.maximum(np.abs(np.ravel(meas)), lo), s=18, color=PALETTE[j],
+                   marker=_style(j)["marker"], label=label)
     _finish(ax, xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(frameon=False, fontsize=7)
     return fig
@@ -68,7 +77,7 @@ def norms(t, curves, title: str, floor: float = 1e-6):
     """log ||X_t|| against t for each (label, values)."""
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for j, (label, v) in enumerate(curves):
-        ax.plot(t, np.maximum(v, floor), color=PALETTE[j % len(PALETTE)], label=label)
+        ax.plot(t, np.maximum(v, floor), lw=1.4, ms=4, markevery=(0.03 * (j % 4), 0.12), label=label, **_style(j))
     _finish(ax, yscale="log", xlabel="time t", ylabel=r"$\|X_t\|$", title=title)
     ax.legend(frameon=False, fontsize=7)
     return fig
@@ -85,7 +94,7 @@ def rho_sweep(rhos, rows, baselines, title: str):
         for j, (label, *values) in enumerate(rows):
             y = np.asarray(values[k], float)
             good = np.isfinite(y) & (np.abs(y) < 1e6)
-            ax.plot(np.asarray(rhos)[good], y[good], "o-", color=PALETTE[j], lw=1.4, ms=3, label=label)
+            ax.plot(np.asarray(rhos)[good], y[good], lw=1.4, ms=3, label=label, **_style(j))
         _finish(ax, xscale="log", yscale="log", xlabel=r"perturbation radius $\rho$", ylabel=ylabel)
         ax.legend(frameon=False, fontsize=7)
     fig.suptitle(title)

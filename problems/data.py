@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import zipfile
 from array import array
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
 
 from convergence.errors import InputError
 from problems.base import one_line
 
 MAX_BYTES = 256 * 2**20       # largest data file read
+def issparse(A) -> bool:
+    """A scipy sparse matrix? Asked without importing scipy (~0.15 s): one exists only once scipy.sparse
+    is loaded."""
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(A)
+
+
 MAX_ENTRIES = 20_000_000      # n * d stored numbers (nonzeros when sparse): 160 MB of float64
 MAX_DIM = 2000                # features: the d x d matrices of the solvers stay below 32 MB
 SKLEARN = ("breast_cancer", "diabetes", "digits", "iris", "wine")
@@ -125,7 +132,7 @@ def check_data(A, b, source: str = "data (A, b)"):
     def fail(msg):
         raise InputError(f"{source}: {msg}", "data")
 
-    if not sparse.issparse(A):
+    if not issparse(A):
         try:
             A = np.asarray(A)
         except ValueError:
@@ -146,15 +153,15 @@ def check_data(A, b, source: str = "data (A, b)"):
         fail(f"b has {len(b)} entries but A has {n} rows: give one target per row")
     if d > MAX_DIM:
         fail(f"{d} features; at most {MAX_DIM} are supported (dense d x d solver matrices): reduce them")
-    stored = A.nnz if sparse.issparse(A) else A.size
+    stored = A.nnz if issparse(A) else A.size
     if stored > MAX_ENTRIES:
         fail(f"A holds {stored} numbers; at most {MAX_ENTRIES} are supported: use a subset")
-    A = A.astype(np.float64).tocsr() if sparse.issparse(A) else A.astype(np.float64, copy=False)
-    values = A.data if sparse.issparse(A) else A.ravel()
+    A = A.astype(np.float64).tocsr() if issparse(A) else A.astype(np.float64, copy=False)
+    values = A.data if issparse(A) else A.ravel()
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         row, col = ((np.searchsorted(A.indptr, bad[0], side="right") - 1, A.indices[bad[0]])
-                    if sparse.issparse(A) else divmod(bad[0], d))
+                    if issparse(A) else divmod(bad[0], d))
         fail(f"A[{row}, {col}] is {values[bad[0]]}: remove or fill in the missing values")
     b = b.astype(np.float64, copy=False)
     if not np.all(np.isfinite(b)):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from scipy import sparse
 
 from convergence.errors import InputError
 from convergence.vec import array_namespace
 from problems.base import Problem
-from problems.data import check_data
+from problems.data import check_data, issparse
 
 
 class FiniteSum(Problem):
@@ -64,7 +63,7 @@ class FiniteSum(Problem):
 
     def _set_data(self, A, b) -> None:
         """Install the data and everything derived from it: L_i, L, then x*, f*, mu."""
-        self.A, self.b = (A.tocsr() if sparse.issparse(A) else np.asarray(A, float)), np.asarray(b, float)
+        self.A, self.b = (A.tocsr() if issparse(A) else np.asarray(A, float)), np.asarray(b, float)
         self.n = self.A.shape[0]
         sq = np.asarray(self.A.multiply(self.A).sum(axis=1)).ravel() if self.is_sparse else np.sum(self.A**2, axis=1)
         self.L_i = self.phi_curvature * sq + self.reg
@@ -75,11 +74,12 @@ class FiniteSum(Problem):
 
     @property
     def is_sparse(self) -> bool:
-        return sparse.issparse(self.A)
+        return issparse(self.A)
 
     def _gram(self, w=None) -> np.ndarray:
         """A^T diag(w) A / n as a dense (d, d) array (w = 1 when None)."""
         if self.is_sparse:
+            from scipy import sparse
             return (self.A.T @ (self.A if w is None else sparse.diags(w) @ self.A)).toarray() / self.n
         return (self.A.T if w is None else self.A.T * w) @ self.A / self.n
 
@@ -111,6 +111,7 @@ class FiniteSum(Problem):
         row = np.repeat(np.arange(runs * m), np.diff(rows.indptr))   # the sample row of each nonzero
         if w is None:
             return np.bincount(row, rows.data * X[row // m, rows.indices], runs * m).reshape(runs, m)
+        from scipy import sparse
         return sparse.csr_matrix((rows.data * w.ravel()[row], (row // m, rows.indices)),
                                  shape=(runs, self.dim)).toarray()
 

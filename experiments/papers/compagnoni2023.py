@@ -171,7 +171,7 @@ def claim_weak_error(out: Path, quick: bool) -> list[Claim]:
             measure, model(name), {lab: model(*spec) for lab, spec in WEAK_MUTANTS[name].items()}, "weak_error.png")
         claims.append(claim)
         rows.append((f"{label(name)} slope {claim.measured['slope']:.2f}", errs, ses))
-    save(figures.weak_errors(etas, rows, "SDE vs discrete, noisy quadratic", r"weak error of $E\|x\|^2$"),
+    save(figures.weak_errors(etas, rows, "SDE vs discrete, noisy quadratic", r"weak error of $E\|x\|^2$", paths),
          out / "weak_error")
     return claims
 
@@ -447,7 +447,7 @@ def claim_saddles(out: Path, quick: bool) -> list[Claim]:
         {"SGD's SDE in place of USAM's": model("gd"), "USAM at 2 rho": model("usam", 2.0)}, "saddle_usam.png")
     claims.append(claim)
     save(figures.norms(t, [(rf"$\rho$={r}", v[:, j]) for j, r in enumerate(USAM_RHOS)],
-                       "USAM flow at a saddle, eig (1, -0.5, -2)"), out / "saddle_usam")
+                       "USAM flow at a saddle, eigenvalues 1, −0.5, −2"), out / "saddle_usam")
     T = 12.0 if quick else 20.0
     claim, (t, v, names) = check(
         "sam-saddle-threshold",
