@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.convergence import PALETTE, STYLES, clip_y, draw_band, legend, plt, run_count
+from figures.convergence import PALETTE, STYLES, clip_y, draw_band, legend, log_ticks, plt, run_count
 
 
 def pool(tables: list[dict]) -> dict:
@@ -41,6 +41,7 @@ def grid_figure(cells: list[tuple[dict, dict]], title: str):
             ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration k + 1",
                    ylabel="‖∇f(x_k)‖" if j == 0 else None)
             clip_y(ax)
+            log_ticks(ax)
             ax.grid(True, which="major", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.12 + 0.05 * ((len(curves) + 2) // 3) / len(problems), 1, 1))

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.convergence import PALETTE, STYLES, plt
+from figures.convergence import PALETTE, STYLES, log_ticks, plt
 
 
 def _finish(ax, **labels):
     ax.set(**labels)
+    log_ticks(ax)
     ax.grid(True, alpha=0.3)
 
 
