@@ -143,6 +143,27 @@ def test_figure_band_is_the_median_over_runs(tmp_path):
     assert med[0] == pytest.approx(np.median(at0)) and lo[0] <= med[0] <= hi[0]
 
 
+def test_log_axes_are_labelled_in_unicode_powers_of_ten():
+    """Axes over two decades or more: labels 10⁻ⁿ in Unicode at powers of ten only, at most ~6;
+    an axis within one decade keeps matplotlib's own labels (with log_ticks applied to it, it would
+    show one label or none)."""
+    from figures.convergence import log_ticks, plt, power_of_ten
+    assert [power_of_ten(v) for v in (1e-5, 1.0, 1e5, 3e-3, 0.0)] == ["10⁻⁵", "10⁰", "10⁵", "", ""]
+    fig, (wide, narrow) = plt.subplots(1, 2)
+    wide.plot([1, 1e5], [1e-16, 1.0])
+    narrow.plot([1, 10], [0.04, 0.2])
+    for ax in (wide, narrow):
+        ax.set(xscale="log", yscale="log")
+        log_ticks(ax)
+    fig.canvas.draw()
+    lo, hi = wide.get_ylim()
+    labels = [t.get_text() for t in wide.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+    assert 3 <= len(labels) <= 7 and all(t.startswith("10") and "$" not in t for t in labels)
+    assert "10⁻¹⁶" in labels or "10⁻¹⁵" in labels or "10⁻¹²" in labels
+    assert any("$" in t.get_text() for t in narrow.get_yticklabels())
+    plt.close(fig)
+
+
 def test_divergence_is_reported_and_the_other_runs_finish(tmp_path, capsys):
     """Styblinski-Tang with a large step: runs blow up, are marked diverged; exit status 3."""
     assert toy(tmp_path, "--problem", "styblinski_tang", "--lr", "0.5", "--iters", "200", "--runs", "4") == 3
