@@ -195,7 +195,7 @@ def check(problem, rule, sampler=None, dtype: str = "float64") -> None:
             value.values(2)
     consts = {"t": jnp.zeros(2), "rho": jnp.zeros(2), "t_index": None, "rho_index": None,
               "seed": jnp.zeros((), dtype=jnp.uint64), "run_ids": jnp.zeros(1, dtype=jnp.uint64)}
-    x = np.asarray(problem.x0(1, 0), dtype=np.float64)
+    x = np.zeros((1, problem.dim))                  # traced abstractly: only its shape counts
     carry = (jnp.asarray(x), rule.init(x), jnp.zeros(1), jnp.ones(1, dtype=jnp.int64))
     sampler = sampler or _FULL
     fns, _ = _loop_fns(jax, problem, rule, sampler, False, False)

@@ -195,6 +195,7 @@ CASES += [
     ("reproduce", ["all", "--out", "FILE"], "is not a folder"),
     ("reproduce", [], "required"),
     ("reproduce", ["khanh2024", "--quick", "--fast"], "unrecognized arguments"),
+    ("reproduce", ["khanh2024", "--engine", "numba"], "invalid choice"),
     ("compare", ["DIR"], "has no trace.csv"),
     ("compare", ["RESULT", "--out", "/dev/null"], "/dev/null"),
     ("compare", ["RESULT", "--out", ""], "must name a file stem"),
@@ -297,6 +298,13 @@ def test_bad_input(module, argv, message, place, capsys):
     assert message in line, line
     assert snapshot(place) == before, "the case wrote files"
     assert seconds < LIMIT
+
+
+@pytest.mark.parametrize("module,argv", [("reproduce", ["khanh2024", "--quick", "--engine", "jax"])])
+def test_engine_jax_without_jax_says_how_to_install(module, argv, place, capsys, monkeypatch):
+    """Without JAX installed, --engine jax is a bad input like the table's: one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "jax", None)          # import jax now raises ImportError
+    test_bad_input(module, argv, 'pip install -e ".[jax]"', place, capsys)
 
 
 # ---------------------------------------------------------------- values read back from result files
