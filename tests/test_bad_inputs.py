@@ -161,6 +161,8 @@ CASES += [
     ("sweep", ["--lrs", "0"], "--lrs must be a finite positive number"),
     ("sweep", ["--jobs", "0"], "--jobs must be a finite positive integer"),
     ("sweep", ["--kind", "cifar", "--problems", "quadratic"], "--problems applies to --kind toy"),
+    ("sweep", ["--kind", "cifar", "--engine", "jax"], "--engine applies to --kind toy"),
+    ("sweep", ["--engine", "numba"], "invalid choice"),
     ("sweep", ["--kind", "cifar", "--stepsizes", "diminish4"], "did you mean"),
     ("sweep", ["--kind", "cifar", "--models", "Resnet18"], "did you mean 'resnet18'"),
     ("sweep", ["--kind", "cifar", "--cifar-args", "--data /nonexistent/cifar.tar.gz --device cpu"],
@@ -300,7 +302,8 @@ def test_bad_input(module, argv, message, place, capsys):
     assert seconds < LIMIT
 
 
-@pytest.mark.parametrize("module,argv", [("reproduce", ["khanh2024", "--quick", "--engine", "jax"])])
+@pytest.mark.parametrize("module,argv", [("sweep", ["--engine", "jax", *S]),
+                                         ("reproduce", ["khanh2024", "--quick", "--engine", "jax"])])
 def test_engine_jax_without_jax_says_how_to_install(module, argv, place, capsys, monkeypatch):
     """Without JAX installed, --engine jax is a bad input like the table's: one line naming the extra."""
     monkeypatch.setitem(sys.modules, "jax", None)          # import jax now raises ImportError

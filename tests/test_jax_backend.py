@@ -150,6 +150,20 @@ def assert_same_csv(path_a, path_b):
     assert_columns_agree(a, b)
 
 
+def test_sweep_engine_jax_gives_numpys_cells_and_verdicts(tmp_path):
+    """A small batched sweep with --engine jax: the same cells and verdict counts (sweep.json) as numpy,
+    and each cell's trace within RTOL."""
+    from experiments import sweep
+    flags = ["--methods", "sam,fsam", "--problems", "quadratic,rosenbrock", "--rhos", "0.02,0.05", "--seeds", "0-1",
+             "--iters", "200", "--runs", "3", "--no-figure"]
+    for engine in ("numpy", "jax"):
+        assert sweep.main(flags + ["--engine", engine, "--out", str(tmp_path / engine)]) == 0
+    a, b = (json.loads((tmp_path / engine / "sweep.json").read_text()) for engine in ("numpy", "jax"))
+    assert a == b and len(a["cells"]) == 16
+    for cell in a["cells"]:
+        assert_same_csv(*(tmp_path / engine / "cells" / cell["cell"] / "trace.csv" for engine in ("numpy", "jax")))
+
+
 @pytest.mark.slow                        # a paper's claims (as test_reproduce.py): 25-45 s on 2 shared cores
 def test_reproduce_engine_jax_passes_with_every_mutant_rejected(tmp_path, capsys):
     """khanh2024 --quick --engine jax: every claim PASS with all its mutants rejected, every run on jax."""
