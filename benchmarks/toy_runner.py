@@ -12,7 +12,9 @@ the peak RSS of a long run (it must not grow with K beyond the recorded grid).
 With JAX installed (pip install -e ".[jax]"), the compiled backend (convergence.jax_runner, the same
 rule objects, recording on the geometric grid) against (c) a hand-written JAX loop (jit + vmap +
 lax.fori_loop, float64, no recording) and against the numpy library, at R x K x d and at the
-quickstart's shape 16 x 100000 x 2 (--quick-iters); both timed after a first, compiling call.
+quickstart's shape 16 x 100000 x 2 (--quick-iters); both timed after a first, compiling call. The
+backend has XLA:CPU compile its loop into one kernel (convergence.jax_runner._compile); the reference
+is compiled as JAX compiles any jitted function.
 Last line: ``speedup_vs_naive=X fused_ratio=Y jax_vs_reference=A jax_vs_numpy=B
 jax_vs_reference_quickstart=C jax_vs_numpy_quickstart=D`` (ratios > 1: the second is slower).
 Targets: X >= 50, Y >= 0.5, A and C >= 0.8.

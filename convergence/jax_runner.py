@@ -8,7 +8,8 @@ samplers take jax.numpy through ``array_namespace``); random numbers and samples
 counter-based SplitMix64 streams (uint64), so both backends agree to round-off (tested to 1e-12
 relative on every recorded value). Between two steps of the recording grid the loop is one
 ``lax.fori_loop``, and a ``lax.scan`` over the grid's rows makes the whole run one compiled call
-(float64 throughout; ``progress`` hears only the end).
+(float64 throughout; ``progress`` hears only the end), which XLA:CPU compiles into a single kernel
+where the problem has no matrix products with data (``_compile``).
 
 Divergence: a run whose iterate leaves [-BLOWUP, BLOWUP] (or is NaN) is frozen at that first
 diverged iterate and flagged (the numpy runner removes it from the batch instead); its last
@@ -64,7 +65,11 @@ def _loop_fns(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
     ``first(consts, carry)``: step 0 alone, recorded (a rule's state may change form after it);
     ``advance(consts, carry, start, stop)``: steps start..stop-1, unrecorded (one fori_loop);
     ``rows(consts, carry, starts, stops)``: for each grid row, step starts[i] recorded, then the steps
-    up to stops[i] in a fori_loop (a lax.scan over the rows: the whole run is one call)."""
+    up to stops[i] in a fori_loop (a lax.scan over the rows: the whole run is one call).
+
+    The carry is (X, rule state, path length, final_iter); a run is alive at step k while
+    final_iter > k (final_iter starts at iters + 1 and becomes k + 1 when x_{k+1} diverges): the
+    mask needs no array of its own, and only the carry is masked."""
     key = (id(problem), id(rule), id(sampler), per_run_t, per_run_rho)
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] == (problem, rule, sampler):
@@ -72,18 +77,18 @@ def _loop_fns(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
     jnp, lax = jax.numpy, jax.lax
 
     def step(consts, carry, k, record):
-        X, state, alive, length, final_iter = carry
+        X, state, length, final_iter = carry
+        alive = final_iter > k
         t = _at(consts["t"], consts["t_index"] if per_run_t else None, k)
         rho = _at(consts["rho"], consts["rho_index"] if per_run_rho else None, k)
         streams = Streams(consts["seed"], consts["run_ids"], k)
         oracle = sampler.oracle(problem, streams)
         G, bound, state = rule.gradient(k, X, oracle, state, rho, streams)
         rec = _record(jnp, problem, X, G, bound, t, rho, length, alive) if record else None
-        X_next = jnp.where(alive[:, None], X - t * G, X)
-        length = length + jnp.where(alive, jnp.abs(jnp.ravel(t)) * jnp.sqrt(jnp.einsum("ij,ij->i", G, G)), 0.0)
+        X_next = X - t * G
         ok = jnp.all(jnp.abs(X_next) <= BLOWUP, axis=1)             # False on NaN
-        final_iter = jnp.where(alive & ~ok, k + 1, final_iter)
-        return (X_next, state, alive & ok, length, final_iter), rec
+        length = length + jnp.where(alive, jnp.abs(jnp.ravel(t)) * jnp.sqrt(jnp.sum(G * G, axis=1)), 0.0)
+        return (jnp.where(alive[:, None], X_next, X), state, length, jnp.where(alive & ~ok, k + 1, final_iter)), rec
 
     def plain(consts, carry, start, stop):
         return lax.fori_loop(start, stop, lambda k, c: step(consts, c, k, False)[0], carry)
@@ -97,8 +102,11 @@ def _loop_fns(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
             return plain(consts, c, bounds[0] + 1, bounds[1]), rec
         return lax.scan(row, carry, (starts, stops))
 
-    fns = {"step": step, "first_rec": jax.jit(lambda c, x: first(c, x, True)),
-           "first": jax.jit(lambda c, x: first(c, x, False)[0]), "advance": jax.jit(plain), "rows": jax.jit(rows)}
+    fns = {"step": step, "first_rec": lambda c, x: first(c, x, True), "first": lambda c, x: first(c, x, False)[0],
+           "advance": plain, "rows": rows,
+           # matrix products with data (batch_invariant False) want XLA's matrix kernels: 13x faster
+           # at 16 runs x 100-d least squares, and rounded as numpy's are
+           "one_kernel": getattr(problem, "batch_invariant", True)}
     if len(_COMPILED) > 16:
         _COMPILED.clear()
     _COMPILED[key] = ((problem, rule, sampler), fns, {})
@@ -113,10 +121,40 @@ def _run(jax, fns, executables, clock, name, *args):
     exe = executables.get(sig)
     if exe is None:
         tick = time.perf_counter()
-        exe = fns[name].lower(*args).compile()
+        exe = _compile(jax, fns[name], args, fns["one_kernel"])
         clock["compile"] += time.perf_counter() - tick
         executables[sig] = exe
     return exe(*args)
+
+
+ONE_KERNEL = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True}
+
+
+def _compile(jax, fn, args, one_kernel: bool):
+    """``fn`` compiled, into one XLA:CPU kernel when ``one_kernel`` and XLA can.
+
+    XLA:CPU launches each fused operation of a loop body as a kernel of its own (some 20 ns each,
+    handed between threads when the loop touches large arrays, and with a copy of the loop state):
+    at 16 runs x 2-d the launches, not the arithmetic, are the step (4-5x slower than one kernel;
+    1.4x at 1000 x 10-d). A call that carries the frontend attribute xla_cpu_small_call is compiled
+    into one kernel (the path XLA takes by itself for while loops under 1 kB). ONE_KERNEL: that
+    emitter has no code for XNNPACK fusions, and region analysis spares the copies of the loop
+    state; where it has no code for some other operation (a sort) the call is compiled the usual
+    way."""
+    inner = jax.jit(fn)
+    try:
+        from jax.experimental.xla_metadata import set_xla_metadata
+    except ImportError:                  # older JAX: no metadata, and one function per program anyway
+        one_kernel = False
+    if not one_kernel:
+        return inner.lower(*args).compile()
+
+    def one_call(*a):                    # the attributes go on the call alone; not inlineable: else
+        return set_xla_metadata(inner(*a), xla_cpu_small_call="true", inlineable="false")  # XLA inlines it
+    try:
+        return jax.jit(one_call).lower(*args).compile(ONE_KERNEL)
+    except jax.errors.JaxRuntimeError:
+        return inner.lower(*args).compile()
 
 
 def _record(jnp, problem, X, G, bound, t, rho, length, alive):
@@ -143,7 +181,7 @@ def _refusal(err, problem, rule, sampler) -> InputError:
                       f"backend numpy", "backend")
 
 
-def check(problem, rule, sampler, dtype: str = "float64") -> None:
+def check(problem, rule, sampler=None, dtype: str = "float64") -> None:
     """Refuse, in one line (InputError), what the compiled backend cannot run, before any work: JAX
     missing, float32, or a problem, rule or sampler whose formulas do not run on jax arrays (traced
     once, abstractly: nothing is compiled)."""
@@ -157,8 +195,9 @@ def check(problem, rule, sampler, dtype: str = "float64") -> None:
             value.values(2)
     consts = {"t": jnp.zeros(2), "rho": jnp.zeros(2), "t_index": None, "rho_index": None,
               "seed": jnp.zeros((), dtype=jnp.uint64), "run_ids": jnp.zeros(1, dtype=jnp.uint64)}
-    x = np.asarray(problem.x0(1, 0), dtype=np.float64)
-    carry = (jnp.asarray(x), rule.init(x), jnp.ones(1, dtype=bool), jnp.zeros(1), jnp.zeros(1, dtype=jnp.int64))
+    x = np.zeros((1, problem.dim))                  # traced abstractly: only its shape counts
+    carry = (jnp.asarray(x), rule.init(x), jnp.zeros(1), jnp.ones(1, dtype=jnp.int64))
+    sampler = sampler or _FULL
     fns, _ = _loop_fns(jax, problem, rule, sampler, False, False)
     try:
         jax.eval_shape(lambda c, x: fns["step"](c, x, jnp.int64(0), True), consts, carry)
@@ -199,8 +238,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
               "seed": jnp.asarray(seeds.astype(np.uint64)), "run_ids": jnp.asarray(run_ids.astype(np.uint64))}
     fns, executables = _loop_fns(jax, problem, rule, sampler, t_index is not None, rho_index is not None)
     trace = Trace(rule.name, problem.name, grid, runs, eps=float(np.finfo(np.float64).eps))
-    carry = (jnp.asarray(X), rule.init(X), jnp.ones(runs, dtype=bool), jnp.zeros(runs),
-             jnp.full(runs, iters, dtype=jnp.int64))
+    carry = (jnp.asarray(X), rule.init(X), jnp.zeros(runs), jnp.full(runs, iters + 1, dtype=jnp.int64))
     clock = {"compile": 0.0, "iterations": 0.0}
     start = time.perf_counter()
     i64 = np.int64
@@ -244,7 +282,9 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         at = [position[g] for g in steps]
         for name, values in rec.items():
             trace.data[name][at] = np.asarray(values)
-    X, alive, length, final_iter = (np.asarray(carry[i]) for i in (0, 2, 3, 4))
+    X, length, final_iter = (np.asarray(carry[i]) for i in (0, 2, 3))
+    alive = final_iter > iters
+    final_iter = np.minimum(final_iter, iters)
     clock["iterations"] = time.perf_counter() - start - clock["compile"]
     everyone = np.arange(runs)
     _record_final(trace, everyone, problem, X, final_iter)

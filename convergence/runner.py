@@ -8,14 +8,17 @@ records the DESIGN.md columns on a geometric grid, and retires runs that diverge
 ``run(spec)`` runs one run spec (convergence.spec.ToyRun); ``run_batch(specs)`` runs specs that
 differ only in seed, schedule constants or a rule's scalar hyper-parameters as one array run, whose
 per-run results are bit-for-bit those of running the specs one at a time (tested);
-``iterate`` is the loop itself, for callers with their own objectives (the SDE models).
+``iterate`` is the loop itself, for callers with their own objectives (the SDE models); within
+``with Engine("jax"):`` it runs on the compiled backend (convergence.jax_runner).
 """
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 
 import numpy as np
 
+from convergence.errors import InputError, unknown
 from convergence.random import Streams
 from convergence.sampling import FullBatch
 from convergence.trace import Trace, geometric_grid
@@ -43,6 +46,48 @@ def _per_step(schedule, iters: int):
     return lambda k, alive: float(values[k])
 
 
+_ENGINE = contextvars.ContextVar("engine", default=None)
+
+
+class Engine:
+    """``with Engine("jax"):`` makes ``iterate`` run on the compiled backend within the block: one
+    scoped setting through which callers of ``iterate`` (the paper modules of experiments.reproduce,
+    the SDE models) reach it without an argument in every call. Built, it refuses an unknown name, or
+    jax without JAX installed (InputError, before any work). A run jax refuses (jax_runner.check: a
+    formula that does not run on jax arrays, float32) runs on numpy, and ``fallbacks`` holds each
+    refusal once."""
+
+    def __init__(self, name: str = "numpy"):
+        from convergence.spec import BACKENDS
+        if name not in BACKENDS:
+            raise unknown("engine", name, BACKENDS, "engine")
+        if name == "jax":
+            from convergence.jax_runner import require_jax
+            require_jax()
+        self.name, self.fallbacks = name, []
+
+    def __enter__(self):
+        self._token = _ENGINE.set(self)
+        return self
+
+    def __exit__(self, *exc):
+        _ENGINE.reset(self._token)
+
+    def compiles(self, problem, rule, sampler, dtype) -> bool:
+        """Whether ``iterate`` runs this (problem, rule, sampler, dtype) on the compiled backend; a
+        refusal is noted in ``fallbacks``."""
+        if self.name != "jax":
+            return False
+        from convergence.jax_runner import check
+        try:
+            check(problem, rule, sampler, np.dtype(dtype).name)
+        except InputError as err:        # a genuine input error is raised again by the numpy loop
+            if str(err) not in self.fallbacks:
+                self.fallbacks.append(str(err))
+            return False
+        return True
+
+
 def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, x0: np.ndarray | None = None,
             sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None) -> Trace:
     """Run ``runs`` copies of the method for ``iters`` steps and return their (unassessed) Trace.
@@ -51,8 +96,14 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     starts at ``x0[r]`` (default: the problem's box, drawn from (seed, r)) and draws its random
     numbers from (seed[r], run_ids[r]) only (``seed`` one integer or one per run; ``run_ids``
     default 0..runs-1), so results depend neither on the batch size nor on the other runs.
-    ``progress(steps_done)`` is called every PROGRESS_EVERY steps.
+    ``progress(steps_done)`` is called every PROGRESS_EVERY steps. Within ``with Engine("jax")``
+    the compiled backend runs it where it can.
     """
+    engine = _ENGINE.get()
+    if engine is not None and engine.compiles(problem, rule, sampler, dtype):
+        from convergence import jax_runner
+        return jax_runner.iterate(problem, rule, stepsize, radius, iters, runs, seed, x0=x0, sampler=sampler,
+                                  dtype=dtype, grid=grid, progress=progress, run_ids=run_ids)
     sampler = sampler or FullBatch()
     X = np.array(problem.x0(runs, seed) if x0 is None else x0, dtype=dtype)
     if X.shape != (runs, problem.dim):

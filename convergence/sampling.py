@@ -144,8 +144,12 @@ class Importance(_FiniteSumSampler):
 
     name = "importance"
 
+    def probabilities(self, problem) -> np.ndarray:
+        """p_i = L_i / sum_j L_j (a wrong implementation overrides this alone)."""
+        return problem.L_i / problem.L_i.sum()
+
     def draw(self, problem, streams):
-        p = problem.L_i / problem.L_i.sum()
+        p = self.probabilities(problem)
         u = streams.uniform(SAMPLE_STREAM, (self.batch,))
         xp = array_namespace(u)
         idx = xp.minimum(xp.searchsorted(np.cumsum(p), u), problem.n - 1)

@@ -4,6 +4,7 @@ examples:
   python -m experiments.sweep --methods sam,usam,fsam --stepsizes constant,diminishing \\
       --problems quadratic,rosenbrock --seeds 0-4 --iters 20000 --jobs 2 --out results/sweep
   python -m experiments.sweep --methods sam --rhos 0.01,0.05,0.1 --seeds 0-9 --backend ray --address auto
+  python -m experiments.sweep --methods sam,usam --seeds 0-9 --engine jax    # compiled: pip install -e ".[jax]"
   python -m experiments.sweep --kind cifar --models resnet18 --methods sam --stepsizes constant,diminish1 \\
       --lrs 0.1 --seeds 0-2 --epochs 200 --backend ray --address auto --out results/cifar-sweep
 
@@ -13,8 +14,9 @@ Killed at any moment (kill -9 included) and rerun with the same flags, the sweep
 cells and recomputes the others; a cell whose files are truncated or edited is detected (checksum)
 and recomputed. At the end OUT/combined.csv holds every cell's trace rows, sorted by cell then run
 and iteration, with the columns of trace.csv plus stepsize, lr0, rho0, seed and cell; it is
-byte-identical to that of an uninterrupted run, with either backend. OUT/grid.png/pdf shows the
-median ||grad f|| per (problem, stepsize) panel and OUT/sweep.json the verdict counts per cell.
+byte-identical to that of an uninterrupted run, with either backend and the same --engine (jax and
+numpy agree to 1e-12 relative, verdicts included, not to the last digit). OUT/grid.png/pdf shows
+the median ||grad f|| per (problem, stepsize) panel and OUT/sweep.json the verdict counts per cell.
 
 Lists are comma-separated (commas inside parentheses belong to a schedule expression); seeds are
 ranges and lists, e.g. 0-4 or 0,3,7-9. Exit status: 0 done, 2 bad input (nothing run), 3 done but
@@ -181,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=None, help="samples per step (default 1)")
     t.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="arithmetic of the toy iterates, as run_toy's --dtype")
+    t.add_argument("--engine", default="numpy", choices=["numpy", "jax"],
+                   help="numpy (default) or jax: the cells compiled with jax.jit, as run_toy's --backend "
+                        "(pip install -e \".[jax]\"); values agree with numpy to 1e-12 relative, CSV bytes "
+                        "may differ in the last digits")
     c = p.add_argument_group("cifar cells (as run_cifar)")
     c.add_argument("--epochs", type=int, default=200, help="training epochs per CIFAR cell")
     c.add_argument("--batch-size", type=int, default=128, help="mini-batch size (samples) per CIFAR step")
@@ -205,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-TOY_ONLY = ("problems", "iters", "runs", "dim", "decay", "rho_decay", "sampling", "batch", "dtype", "no_batch")
+TOY_ONLY = ("problems", "iters", "runs", "dim", "decay", "rho_decay", "sampling", "batch", "dtype", "engine",
+            "no_batch")
 CIFAR_ONLY = ("models", "datasets", "epochs", "batch_size", "weight_decay", "momentum", "amp", "cifar_args")
 
 
@@ -566,7 +573,10 @@ def _main(argv=None) -> int:
         todo = [cell for cell in cells if states[cell.name][0] != "done"]
         warnings = {}
         if args.kind == "toy":
-            specs = {cell.name: _cell(cell, toy_spec, cell) for cell in cells}
+            if args.engine == "jax":
+                from convergence.jax_runner import require_jax
+                require_jax()                    # the install line once, before any cell is built
+            specs = {cell.name: _cell(cell, toy_spec, cell, args.engine) for cell in cells}
             warnings = {name: why for name, spec in specs.items() if (why := theory.applicability(spec))}
             tasks = [backends.Task(_task_key(group), toy_batch, ([(c.name, specs[c.name]) for c in group],))
                      for group in toy_tasks(todo, specs, args.jobs or 1, not args.no_batch)]
@@ -597,9 +607,11 @@ def _main(argv=None) -> int:
     return _execute(args, out, cells, states, tasks, ray)
 
 
-def toy_spec(cell: Cell):
+def toy_spec(cell: Cell, engine: str = "numpy"):
+    """A toy cell's run spec; ``engine`` jax runs it on the compiled backend (not part of the cell:
+    both engines give the same numbers to round-off)."""
     from convergence.spec import toy_run
-    return toy_run(**toy_options(cell))
+    return toy_run(**toy_options(cell), backend=engine)
 
 
 def _cell(cell: Cell, fn, *args):
@@ -611,7 +623,7 @@ def _cell(cell: Cell, fn, *args):
 
 
 SWEEP_FLAGS = {"problem": "--problems", "method": "--methods", "stepsize": "--stepsizes", "lr": "--lrs",
-               "rho": "--rhos", "seed": "--seeds", "radius": "--stepsizes"}
+               "rho": "--rhos", "seed": "--seeds", "radius": "--stepsizes", "backend": "--engine"}
 
 
 def _task_key(group: list[Cell]) -> str:

@@ -161,6 +161,8 @@ CASES += [
     ("sweep", ["--lrs", "0"], "--lrs must be a finite positive number"),
     ("sweep", ["--jobs", "0"], "--jobs must be a finite positive integer"),
     ("sweep", ["--kind", "cifar", "--problems", "quadratic"], "--problems applies to --kind toy"),
+    ("sweep", ["--kind", "cifar", "--engine", "jax"], "--engine applies to --kind toy"),
+    ("sweep", ["--engine", "numba"], "invalid choice"),
     ("sweep", ["--kind", "cifar", "--stepsizes", "diminish4"], "did you mean"),
     ("sweep", ["--kind", "cifar", "--models", "Resnet18"], "did you mean 'resnet18'"),
     ("sweep", ["--kind", "cifar", "--cifar-args", "--data /nonexistent/cifar.tar.gz --device cpu"],
@@ -195,6 +197,7 @@ CASES += [
     ("reproduce", ["all", "--out", "FILE"], "is not a folder"),
     ("reproduce", [], "required"),
     ("reproduce", ["khanh2024", "--quick", "--fast"], "unrecognized arguments"),
+    ("reproduce", ["khanh2024", "--engine", "numba"], "invalid choice"),
     ("compare", ["DIR"], "has no trace.csv"),
     ("compare", ["RESULT", "--out", "/dev/null"], "/dev/null"),
     ("compare", ["RESULT", "--out", ""], "must name a file stem"),
@@ -297,6 +300,14 @@ def test_bad_input(module, argv, message, place, capsys):
     assert message in line, line
     assert snapshot(place) == before, "the case wrote files"
     assert seconds < LIMIT
+
+
+@pytest.mark.parametrize("module,argv", [("sweep", ["--engine", "jax", *S]),
+                                         ("reproduce", ["khanh2024", "--quick", "--engine", "jax"])])
+def test_engine_jax_without_jax_says_how_to_install(module, argv, place, capsys, monkeypatch):
+    """Without JAX installed, --engine jax is a bad input like the table's: one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "jax", None)          # import jax now raises ImportError
+    test_bad_input(module, argv, 'pip install -e ".[jax]"', place, capsys)
 
 
 # ---------------------------------------------------------------- values read back from result files

@@ -1,5 +1,9 @@
 """The compiled backend (convergence.jax_runner) against the numpy runner: the same rule objects, the
-same streams, every recorded value within 1e-12 relative, for every method and sampler (issue 21)."""
+same streams, every recorded value within 1e-12 relative, for every method and sampler (issue 21);
+and the engine choice of the sweep and the reproductions."""
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -22,17 +26,22 @@ def assert_agree(a, b, rtol=RTOL):
     """Every recorded value (the grid and each run's last iterate) within rtol; NaN where NaN."""
     assert np.array_equal(a.final_iter, b.final_iter)
     assert np.array_equal(a.diverged, b.diverged)
-    for name in NUMERIC:
-        for cols_a, cols_b in ((a.data, b.data), (a.final, b.final)):
-            x, y = cols_a[name], cols_b[name]
-            assert np.array_equal(np.isnan(x), np.isnan(y)), name
-            assert np.array_equal(np.isinf(x), np.isinf(y)), name
-            ok = np.isfinite(x)
-            scale = np.abs(x[ok]) if name not in SCALE else SCALE[name](cols_a, ok)
-            worst = np.max(np.abs(y[ok] - x[ok]) - rtol * scale, initial=0.0)
-            assert worst <= 0, f"{name}: {np.max(np.abs(y[ok] - x[ok]) / scale)} relative"
+    assert_columns_agree(a.data, b.data, rtol)
+    assert_columns_agree(a.final, b.final, rtol)
     np.testing.assert_allclose(b.final_x, a.final_x, rtol=rtol, atol=0)
     assert np.array_equal(a.final_runs, b.final_runs)
+
+
+def assert_columns_agree(cols_a, cols_b, rtol=RTOL):
+    """The numeric columns (arrays of any shape) within rtol, err and f_gap as SCALE says."""
+    for name in NUMERIC:
+        x, y = cols_a[name], cols_b[name]
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        assert np.array_equal(np.isinf(x), np.isinf(y)), name
+        ok = np.isfinite(x)
+        scale = np.abs(x[ok]) if name not in SCALE else SCALE[name](cols_a, ok)
+        worst = np.max(np.abs(y[ok] - x[ok]) - rtol * scale, initial=0.0)
+        assert worst <= 0, f"{name}: {np.max(np.abs(y[ok] - x[ok]) / scale)} relative"
 
 
 def both(spec):
@@ -130,12 +139,64 @@ def test_cli_backend_jax_writes_the_same_numbers(tmp_path, capsys):
     assert main(flags + ["--out", str(tmp_path / "np")]) == 0
     assert main(flags + ["--out", str(tmp_path / "jax"), "--backend", "jax"]) == 0
     assert "backend jax: compile" in capsys.readouterr().out
-    a, b = read_csv(tmp_path / "np" / "trace.csv"), read_csv(tmp_path / "jax" / "trace.csv")
+    assert_same_csv(tmp_path / "np" / "trace.csv", tmp_path / "jax" / "trace.csv")
+
+
+def assert_same_csv(path_a, path_b):
+    """Two trace.csv files: the same rows and verdicts, every number as assert_agree wants it (the
+    bytes may differ)."""
+    a, b = read_csv(path_a), read_csv(path_b)
     assert list(a["status"]) == list(b["status"]) and np.array_equal(a["iter"], b["iter"])
-    for name in NUMERIC:
-        ok = np.isfinite(a[name])
-        assert np.array_equal(ok, np.isfinite(b[name]))
-        np.testing.assert_allclose(b[name][ok], a[name][ok], rtol=RTOL, atol=0)
+    assert_columns_agree(a, b)
+
+
+def test_sweep_engine_jax_gives_numpys_cells_and_verdicts(tmp_path):
+    """A small batched sweep with --engine jax: the same cells and verdict counts (sweep.json) as numpy,
+    and each cell's trace within RTOL."""
+    from experiments import sweep
+    flags = ["--methods", "sam,fsam", "--problems", "quadratic,rosenbrock", "--rhos", "0.02,0.05", "--seeds", "0-1",
+             "--iters", "200", "--runs", "3", "--no-figure"]
+    for engine in ("numpy", "jax"):
+        assert sweep.main(flags + ["--engine", engine, "--out", str(tmp_path / engine)]) == 0
+    a, b = (json.loads((tmp_path / engine / "sweep.json").read_text()) for engine in ("numpy", "jax"))
+    assert a == b and len(a["cells"]) == 16
+    for cell in a["cells"]:
+        assert_same_csv(*(tmp_path / engine / "cells" / cell["cell"] / "trace.csv" for engine in ("numpy", "jax")))
+
+
+@pytest.mark.slow                        # a paper's claims (as test_reproduce.py): 25-45 s on 2 shared cores
+def test_reproduce_engine_jax_passes_with_every_mutant_rejected(tmp_path, capsys):
+    """khanh2024 --quick --engine jax: every claim PASS with all its mutants rejected, every run on jax."""
+    from experiments import reproduce
+    assert reproduce.main(["khanh2024", "--quick", "--engine", "jax", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "report.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 7
+    for row in rows:
+        rejected, total = row["mutants_rejected"].split(" ")[0].split("/")
+        assert row["result"] == "PASS" and rejected == total, (row["claim"], row["mutants_rejected"])
+    report = (tmp_path / "report.md").read_text()
+    assert '"engine": "jax"' in report and "ran_on_numpy" not in report
+    assert "ran on numpy" not in capsys.readouterr().out
+
+
+def test_engine_jax_reaches_runner_iterate_and_runs_what_it_refuses_on_numpy():
+    """runner.iterate within Engine("jax") (how the paper modules reach the backend): a shipped problem
+    runs compiled, one whose formulas do not run on jax arrays on numpy (the same numbers), its
+    refusal noted once."""
+    from convergence.methods import make_method
+    from convergence.runner import Engine
+    from convergence.schedules import constant
+    from problems import make_problem
+    runs = {name: (make_problem(name), make_method("sam"), constant(0.05), constant(0.05), 50, 2)
+            for name in ("sinpl", "expr:x1**2 + x2**4")}
+    with Engine("jax") as engine:
+        traces = {name: runner.iterate(*args) for name, args in runs.items()}
+        runner.iterate(*runs["expr:x1**2 + x2**4"])
+    assert len(engine.fallbacks) == 1 and "backend jax cannot run" in engine.fallbacks[0]
+    assert_agree(runner.iterate(*runs["sinpl"]), traces["sinpl"])
+    assert_agree(runner.iterate(*runs["expr:x1**2 + x2**4"]), traces["expr:x1**2 + x2**4"], rtol=0)
+    assert runner._ENGINE.get() is None                 # the setting ends with the block
 
 
 @pytest.mark.parametrize("kw,message", [

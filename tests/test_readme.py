@@ -55,7 +55,7 @@ def _commands():
 
 
 def _skip_reason(command: str) -> str | None:
-    if "--backend jax" in command and importlib.util.find_spec("jax") is None:
+    if re.search(r"--(backend|engine) jax", command) and importlib.util.find_spec("jax") is None:
         return 'needs JAX (pip install -e ".[jax]"): tests/test_jax_backend.py runs it where JAX is installed'
     return next((why for pattern, why in SKIP if re.search(pattern, command)), None)
 

@@ -137,11 +137,8 @@ class InverseImportance(Importance):
 
     name = "importance"
 
-    def draw(self, problem, streams):
-        p = (1 / problem.L_i) / np.sum(1 / problem.L_i)
-        u = streams.uniform(3, (self.batch,))
-        idx = np.minimum(np.searchsorted(np.cumsum(p), u), problem.n - 1)
-        return idx, 1.0 / (problem.n * p[idx])
+    def probabilities(self, problem) -> np.ndarray:
+        return (1 / problem.L_i) / np.sum(1 / problem.L_i)
 
 
 # --- 1. lambda, deterministic ----------------------------------------------------------------------
