@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,9 +40,16 @@ def fail(prog: str, message: str) -> int:
 
 def guarded(prog: str, main, argv=None) -> int:
     """main(argv) with what escapes it as one line: Ctrl-C -> exit 130, a full disk or quota -> exit 1
-    (naming the path). Other errors are bugs and keep their traceback."""
+    (naming the path), a reader that went away (``| head``) -> exit 141 quietly, as a process killed
+    by SIGPIPE (result folders are written whole: one stopped so is absent, not half-written). Other
+    errors are bugs and keep their traceback."""
     try:
-        return main(argv)
+        code = main(argv)
+        sys.stdout.flush()                    # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; no new result was completed (rerun the same command)\n")
         return 130

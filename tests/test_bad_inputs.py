@@ -410,6 +410,20 @@ def test_interrupt_and_full_disk_are_one_line(module, what, place, capsys, monke
     assert not list(place.rglob(".*.partial-*"))
 
 
+def test_a_reader_that_goes_away_is_exit_141_without_a_traceback(tmp_path):
+    """`python -m experiments.run_toy ... | head -0`: the pipe is closed before the header line; the run
+    stops there as if killed by SIGPIPE: status 141, stderr empty, no result folder, not even a partial
+    one (without the guard: a BrokenPipeError traceback, or 'Exception ignored' at the interpreter's
+    exit)."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run_toy", "--iters", "30", "--runs", "2",
+                             "--no-progress", "--out", str(tmp_path / "out")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc.stdout.close()                                    # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- real signals, in subprocesses
 def _sigint(argv: list[str], cwd: Path, wait_for: str | None = None, delay: float = 3.0):
     proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
