@@ -438,6 +438,7 @@ def _sigint(argv: list[str], cwd: Path, wait_for: str | None = None, delay: floa
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_run_toy_is_one_line_exit_130_and_writes_nothing(tmp_path):
     code, err = _sigint(["experiments.run_toy", "--iters", "5000000", "--runs", "4", "--no-progress",
                          "--out", str(tmp_path / "out")], tmp_path, wait_for="iterations", delay=0.5)

@@ -30,6 +30,7 @@ def test_run_toy_writes_trace_summary_and_figures(tmp_path, capsys):
     assert (tmp_path / "trace.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_trace_bytes(tmp_path):
     flags = ["--method", "sam", "--problem", "sinpl", "--dim", "3", "--iters", "2000", "--runs", "4",
              "--seed", "7"]
@@ -121,6 +122,7 @@ def test_out_in_a_folder_that_refuses_files_is_refused_before_work():
         check_writable(Path("/proc/samconv-x/run"))
 
 
+@pytest.mark.slow
 def test_compare_puts_several_folders_on_one_figure(tmp_path):
     for step in ("constant", "diminishing"):
         toy(tmp_path / step, "--stepsize", step, "--iters", "2000", "--runs", "2", "--lr", "0.5")

@@ -132,6 +132,7 @@ def test_custom_grid_and_no_grid():
         assert_agree(runner.iterate(*args, x0=spec.x0, grid=grid), jax_runner.iterate(*args, x0=spec.x0, grid=grid))
 
 
+@pytest.mark.slow
 def test_cli_backend_jax_writes_the_same_numbers(tmp_path, capsys):
     from experiments.run_toy import main
     flags = ["--method", "fsam", "--problem", "sinpl", "--dim", "2", "--iters", "500", "--runs", "3",
