@@ -102,8 +102,23 @@ def diminishing(value: float, power: float) -> Schedule:
 
 # ---------------------------------------------------------------------------------------------
 # A safe parser for schedule expressions typed by users, e.g. "0.1/(k+1)**0.6" or "0.1/(k*log(k+2))".
-_FUNCS = {"log": sp.log, "ln": sp.log, "sqrt": sp.sqrt, "exp": sp.exp, "floor": sp.floor,
-          "ceil": sp.ceiling,
+def _integer_part(fn):
+    """sympy's floor or ceiling, refusing (OverflowError: 'undefined') a number beyond the float range,
+    decided in floats first: sympy would find the integer part of exp(222337.5) exactly, for minutes."""
+    def build(x):
+        if x.is_number:
+            try:
+                size = abs(complex(sp.N(x, 17)))
+            except TypeError:                         # zoo: no complex value
+                size = math.inf
+            if not math.isfinite(size):
+                raise OverflowError(f"{x} lies beyond the float range")
+        return fn(x)
+    return build
+
+
+_FUNCS = {"log": sp.log, "ln": sp.log, "sqrt": sp.sqrt, "exp": sp.exp, "floor": _integer_part(sp.floor),
+          "ceil": _integer_part(sp.ceiling),
           # unevaluated: sympy's Min(k**93, k) compares its arguments under assumptions, for seconds
           "min": lambda *a: sp.Min(*a, evaluate=False), "max": lambda *a: sp.Max(*a, evaluate=False)}
 _CONSTS = {"pi": sp.pi, "E": sp.E}
@@ -216,6 +231,8 @@ def parse_expression(text: str, name: str = "schedule", variables: dict | None =
                     return functions[val](*args)
                 except TypeError:            # a wrong number of arguments
                     fail(f"{val}() does not take {len(args)} argument(s)")
+                except OverflowError as err:                # floor(exp(1e6))
+                    fail(f"in {val}(): {err}")
                 except (ValueError, ArithmeticError):      # min(k, log(0)): not comparable
                     fail(f"{val}({', '.join(map(str, args))}) is undefined")
             if val in names:
