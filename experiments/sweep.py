@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-batch", action="store_true",
                    help="toy: run every cell as its own task (default: cells that differ only in seed, "
                         "lr or rho run as one array run; the results are the same bytes)")
-    x.add_argument("--dry-run", action="store_true", help="list the cells (and commands), run nothing")
+    x.add_argument("--dry-run", action="store_true", help="list the cells and their state (todo, done, corrupt), run nothing")
     return p
 
 

@@ -1,4 +1,4 @@
-"""experiments.sweep: the grid, its files, the combined CSV, resuming, and CIFAR cell commands."""
+"""experiments.sweep: the grid, its files, the combined CSV, resuming, and CIFAR cell configs."""
 import csv
 import importlib.util
 import json
