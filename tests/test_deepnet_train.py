@@ -99,6 +99,7 @@ def test_existing_checkpoint_needs_resume(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not default_cifar10_path().is_file(), reason="CIFAR-10 archive absent (set SAMCONV_CIFAR10)")
 def test_run_cifar_cli_on_real_images(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAMCONV_CACHE", str(tmp_path / "cache"))          # a partial decode, no cache

@@ -99,6 +99,7 @@ def test_run_sde_bad_input(tmp_path, flags, message):
     assert proc.returncode == 2 and message in one_line(proc) and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_run_sde_divergence_is_reported_with_exit_3(tmp_path):
     proc = cli("experiments.run_sde", "--eta", "5", "--time", "5000", "--out", str(tmp_path / "o"))
     assert proc.returncode == 3 and proc.stderr == ""         # no numpy overflow warnings either

@@ -89,7 +89,8 @@ def test_every_method_agrees_under_every_sampler(sampling, method, options):
     assert_agree(*both(spec))
 
 
-@pytest.mark.parametrize("problem", ["ridge", "logistic", "robust_regression"])
+@pytest.mark.parametrize("problem", ["ridge", pytest.param("logistic", marks=pytest.mark.slow),
+                                     pytest.param("robust_regression", marks=pytest.mark.slow)])
 def test_m_sharpness_on_the_full_batch_agrees_with_its_bound(problem):
     spec = toy_run(problem, "msam", "constant", lr=0.05, rho=0.1, iters=150, runs=2, dim=4, seed=3,
                    method_options={"m": 2})
@@ -151,6 +152,7 @@ def assert_same_csv(path_a, path_b):
     assert_columns_agree(a, b)
 
 
+@pytest.mark.slow
 def test_sweep_engine_jax_gives_numpys_cells_and_verdicts(tmp_path):
     """A small batched sweep with --engine jax: the same cells and verdict counts (sweep.json) as numpy,
     and each cell's trace within RTOL."""
