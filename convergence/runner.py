@@ -131,7 +131,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
             next_record = int(grid[rec]) if rec < len(grid) else -1
         X -= t * G
         length += (abs(t) if np.isscalar(t) else np.abs(t[:, 0])) * np.sqrt(np.einsum("ij,ij->i", G, G))
-        if not (X.max() <= BLOWUP and X.min() >= -BLOWUP):        # also catches NaN
+        if not np.abs(X).max() <= BLOWUP:                         # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True
             _record_final(trace, alive[bad], problem, X[bad], step + 1)

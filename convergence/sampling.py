@@ -69,10 +69,13 @@ class FullBatch:
     name = "full"
 
     def __init__(self, batch=None):
-        pass
+        self._oracle = None
 
     def oracle(self, problem, streams):
-        return FullOracle(problem)
+        """The (stateless) full oracle of ``problem``, built once rather than at every step."""
+        if self._oracle is None or self._oracle.problem is not problem:
+            self._oracle = FullOracle(problem)
+        return self._oracle
 
     def constants(self, problem):
         return {"A": 0.0, "B": 1.0, "C": 0.0}
