@@ -103,8 +103,8 @@ def diminishing(value: float, power: float) -> Schedule:
 # ---------------------------------------------------------------------------------------------
 # A safe parser for schedule expressions typed by users, e.g. "0.1/(k+1)**0.6" or "0.1/(k*log(k+2))".
 def _integer_part(fn):
-    """sympy's floor or ceiling, refusing (OverflowError: 'undefined') a number beyond the float range,
-    decided in floats first: sympy would find the integer part of exp(222337.5) exactly, for minutes."""
+    """sympy's floor or ceiling, refusing (OverflowError) a number beyond the float range, decided in
+    floats first: sympy would find the integer part of exp(222337.5) exactly, for minutes."""
     def build(x):
         if x.is_number:
             try:

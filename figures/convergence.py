@@ -76,6 +76,12 @@ def draw_band(ax, table, column, colour, label, style="-", marker=None, index=0,
 STYLES = [("-", None), ("--", "o"), (":", "s"), ("-.", "^"), ("-", "D"), ("--", "v"), (":", "x"), ("-.", "+")]
 
 
+def curve_style(j: int) -> tuple[str, str, str | None]:
+    """(colour, line style, marker) of curve j of a panel: curves that coincide stay told apart."""
+    style, marker = STYLES[j % len(STYLES)]
+    return PALETTE[j % len(PALETTE)], style, marker
+
+
 def clip_y(ax, decades: float = 17.0) -> None:
     """Log y-limits on the informative range: at most ``decades`` below the largest value drawn
     (double precision resolves about 16 decades; below that lies round-off)."""
@@ -92,10 +98,10 @@ SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 def power_of_ten(value, pos=None) -> str:
     """A log axis' tick label in Unicode, 10⁻⁵ (mathtext labels cost half of a figure's drawing
     time); '' between powers of ten."""
-    exponent = round(float(np.log10(value))) if value > 0 else None
-    if exponent is None or abs(np.log10(value) - exponent) > 1e-9:
+    if not value > 0:
         return ""
-    return "10" + str(exponent).translate(SUPERSCRIPT)
+    log = float(np.log10(value))
+    return "10" + str(round(log)).translate(SUPERSCRIPT) if abs(log - round(log)) <= 1e-9 else ""
 
 
 def log_ticks(ax) -> None:
@@ -132,8 +138,8 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
     for ax, (column, ylabel) in zip(axes[0], panels):
         for i, (label, table) in enumerate(tables):
-            style, marker = STYLES[i % len(STYLES)] if len(tables) > 1 else ("-", None)
-            draw_band(ax, table, column, PALETTE[i % len(PALETTE)], f"{label} ({run_count(table)})", style, marker,
+            colour, style, marker = curve_style(i) if len(tables) > 1 else (PALETTE[0], "-", None)
+            draw_band(ax, table, column, colour, f"{label} ({run_count(table)})", style, marker,
                       i, 0.18 if len(tables) <= 2 else 0.07)
         for j, (curve, col, label) in enumerate(overlays):
             if col == column:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.convergence import PALETTE, STYLES, clip_y, draw_band, legend, log_ticks, plt, run_count
+from figures.convergence import clip_y, curve_style, draw_band, legend, log_ticks, plt, run_count
 
 
 def pool(tables: list[dict]) -> dict:
@@ -33,11 +33,11 @@ def grid_figure(cells: list[tuple[dict, dict]], title: str):
                     continue
                 table = pool(tables)
                 label = key[0] + (f" t₀={key[1]}" if several[1] else "") + (f" ρ={key[2]}" if several[2] else "")
-                style, marker = STYLES[n % len(STYLES)]
-                draw_band(ax, table, "grad_norm", PALETTE[n % len(PALETTE)], f"{label}", style, marker, n,
+                colour, style, marker = curve_style(n)
+                draw_band(ax, table, "grad_norm", colour, f"{label}", style, marker, n,
                           0.18 if len(curves) <= 2 else 0.07)
                 ax.text(0.02, 0.02 + 0.07 * n, f"{key[0]}: {run_count(table)}", transform=ax.transAxes,
-                        fontsize=6, color=PALETTE[n % len(PALETTE)])
+                        fontsize=6, color=colour)
             ax.set(xscale="log", yscale="log", title=f"{prob}, {step}", xlabel="iteration k + 1",
                    ylabel="‖∇f(x_k)‖" if j == 0 else None)
             clip_y(ax)

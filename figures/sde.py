@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.convergence import PALETTE, STYLES, log_ticks, plt
+from figures.convergence import PALETTE, curve_style, log_ticks, plt
 
 
 def _finish(ax, **labels):
@@ -41,9 +41,9 @@ def mean_losses(panels, rhos):
 
 
 def _style(j: int) -> dict:
-    """Colour, line style and marker of curve j: curves that coincide stay told apart."""
-    style, marker = STYLES[j % len(STYLES)]
-    return {"color": PALETTE[j % len(PALETTE)], "ls": style, "marker": marker or "o"}
+    """curve_style(j) as plot keywords, always with a marker (these curves have few points)."""
+    colour, style, marker = curve_style(j)
+    return {"color": colour, "ls": style, "marker": marker or "o"}
 
 
 def weak_errors(etas, rows, title: str, ylabel: str, paths: int | None = None):

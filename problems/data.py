@@ -20,18 +20,18 @@ from convergence.errors import InputError
 from problems.base import one_line
 
 MAX_BYTES = 256 * 2**20       # largest data file read
-def issparse(A) -> bool:
-    """A scipy sparse matrix? Asked without importing scipy (~0.15 s): one exists only once scipy.sparse
-    is loaded."""
-    sp = sys.modules.get("scipy.sparse")
-    return sp is not None and sp.issparse(A)
-
-
 MAX_ENTRIES = 20_000_000      # n * d stored numbers (nonzeros when sparse): 160 MB of float64
 MAX_DIM = 2000                # features: the d x d matrices of the solvers stay below 32 MB
 SKLEARN = ("breast_cancer", "diabetes", "digits", "iris", "wine")
 SVMLIGHT = (".svm", ".svmlight", ".libsvm")
 FORMATS = "use .npz (arrays A and b), .csv (last column the target), .svm/.svmlight/.libsvm, or sklearn:NAME"
+
+
+def issparse(A) -> bool:
+    """A scipy sparse matrix? Asked without importing scipy (~0.15 s): one exists only once scipy.sparse
+    is loaded."""
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(A)
 
 
 def load_data(spec: str):
