@@ -359,27 +359,34 @@ def path_efficiency(trace, start=0.1):
     return gains / lengths, lengths / totals
 
 
+def on_each_problem(kl: dict, one) -> Outcome:
+    """``one(problem) -> (fine, numbers, trace)`` on each KL problem, stopping at the first that is not
+    fine (rejected: the other problems need not be run)."""
+    numbers, traces = {}, {}
+    for name, problem in kl.items():
+        fine, numbers[name], traces[name] = one(problem)
+        if not fine:
+            return Outcome(False, numbers, traces)
+    return Outcome(True, numbers, traces)
+
+
 def claim_kl_iterates(quick: bool, kl: dict):
     iters = 10_000 if quick else 100_000
     rho0 = 0.5
 
+    def one(rule, problem):
+        t, rho = diminishing(1.0 / problem.L, 0.6), diminishing(rho0, 0.6)
+        hyp = hypotheses(t, rho, problem.L)
+        trace = iterate(problem, rule, t, rho, iters, runs=4, seed=6)
+        assess(trace)
+        eff, share = path_efficiency(trace)
+        dist = float(np.max(trace.final["dist_to_opt"] / trace.data["dist_to_opt"][0]))
+        numbers = {"theta": problem.kl_exponent, "efficiency": float(eff), "last_decade_share": float(share),
+                   "path_length": float(np.median(trace.final["path_length"])), "dist_ratio": dist}
+        return bool(all(hyp.values()) and eff >= 0.8 and dist < 1), numbers, trace
+
     def measure(rule):
-        numbers, ok, traces = {}, True, {}
-        for name, problem in kl.items():
-            t, rho = diminishing(1.0 / problem.L, 0.6), diminishing(rho0, 0.6)
-            hyp = hypotheses(t, rho, problem.L)
-            trace = iterate(problem, rule, t, rho, iters, runs=4, seed=6)
-            assess(trace)
-            eff, share = path_efficiency(trace)
-            dist = float(np.max(trace.final["dist_to_opt"] / trace.data["dist_to_opt"][0]))
-            fine = all(hyp.values()) and eff >= 0.8 and dist < 1
-            ok &= bool(fine)
-            numbers[name] = {"theta": problem.kl_exponent, "efficiency": float(eff), "last_decade_share": float(share),
-                             "path_length": float(np.median(trace.final["path_length"])), "dist_ratio": dist}
-            traces[name] = trace
-            if not ok:
-                break                       # rejected: the other problems need not be run
-        return Outcome(ok, numbers, traces)
+        return on_each_problem(kl, lambda problem: one(rule, problem))
 
     sam = make_method("sam")
     return check(
@@ -398,30 +405,26 @@ def claim_kl_rate(quick: bool, kl: dict):
     iters = 10_000 if quick else 100_000
     nu = 0.5
 
+    def one(setup: Setup, problem):
+        rho = nu / problem.L
+        t0 = 0.99 * (1 - nu) / (problem.L * (1 + nu) ** 2)
+        t = diminishing(t0, 0.6) if setup.stepsize == "diminishing" else constant(t0)
+        hyp = hypotheses(t, constant(rho), problem.L, ("t_const", "rho_below_1_over_L", "usam_step"))
+        x0 = np.full((1, problem.dim), 0.9)
+        trace = iterate(problem, setup.rule, t, constant(rho), iters, runs=1, x0=x0)
+        assess(trace)
+        rel = float(np.nanmax(trace.data["err"] / (nu * trace.data["grad_norm"])))
+        its, dist = trace.column("dist_to_opt", 0)
+        fit = tail_fit(its, dist)
+        pred = kl_exponent(problem.kl_exponent)
+        tol = 0.05 * abs(pred)
+        agrees = bool(fit["lo"] - tol <= pred <= fit["hi"] + tol)
+        numbers = {"predicted": pred, "slope": fit["slope"], "ci95": [fit["lo"], fit["hi"]],
+                   "max_err_over_nu_grad": rel, "hypotheses": {h: bool(d) for h, d in hyp.items()}}
+        return bool(all(hyp.values()) and rel <= 1 + 1e-9 and agrees), numbers, trace
+
     def measure(setup: Setup):
-        numbers, ok, traces = {}, True, {}
-        for name, problem in kl.items():
-            rho = nu / problem.L
-            t0 = 0.99 * (1 - nu) / (problem.L * (1 + nu) ** 2)
-            t = diminishing(t0, 0.6) if setup.stepsize == "diminishing" else constant(t0)
-            hyp = hypotheses(t, constant(rho), problem.L, ("t_const", "rho_below_1_over_L", "usam_step"))
-            x0 = np.full((1, problem.dim), 0.9)
-            trace = iterate(problem, setup.rule, t, constant(rho), iters, runs=1, x0=x0)
-            assess(trace)
-            rel = float(np.nanmax(trace.data["err"] / (nu * trace.data["grad_norm"])))
-            its, dist = trace.column("dist_to_opt", 0)
-            fit = tail_fit(its, dist)
-            pred = kl_exponent(problem.kl_exponent)
-            tol = 0.05 * abs(pred)
-            agrees = bool(fit["lo"] - tol <= pred <= fit["hi"] + tol)
-            fine = all(hyp.values()) and rel <= 1 + 1e-9 and agrees
-            ok &= fine
-            numbers[name] = {"predicted": pred, "slope": fit["slope"], "ci95": [fit["lo"], fit["hi"]],
-                             "max_err_over_nu_grad": rel, "hypotheses": {h: bool(d) for h, d in hyp.items()}}
-            traces[name] = trace
-            if not ok:
-                break                       # rejected: the other problems need not be run
-        return Outcome(ok, numbers, traces)
+        return on_each_problem(kl, lambda problem: one(setup, problem))
 
     usam = make_method("usam")
     return check(
