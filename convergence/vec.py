@@ -51,7 +51,7 @@ def normalize(v, by=None):
     """
     n = norm(v if by is None else by)
     if isinstance(v, np.ndarray):
-        return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+        return v / np.where(n > 0, n, np.inf)        # finite v / inf = 0
     if _is_jax(v):
         xp = _jnp()
         return xp.where(n > 0, v / xp.where(n > 0, n, 1.0), 0.0)

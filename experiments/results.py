@@ -120,22 +120,24 @@ def trace_text(trace) -> str:
     return csv_text([trace])
 
 
-def figure(spec, trace) -> dict[str, bytes]:
-    """The convergence figure of one run (median and band over its runs, the derived bounds dashed)."""
+def figure(spec, trace, worker=None) -> dict[str, bytes]:
+    """The convergence figure of one run (median and band over its runs, the derived bounds dashed),
+    drawn by ``worker`` (a figures.worker.FigureWorker started with the run) when given."""
     from convergence.trace import table
-    from figures.convergence import encode, plot_tables
+    from figures.worker import draw
     cfg = spec.describe()
     title = f"{spec.rule.name.upper()} on {spec.problem.name} (d={spec.problem.dim}), {cfg['stepsize']} steps"
     overlays = [(row["bound_curve"], "grad_norm" if row["predicts"] == "bound_min_grad" else "f_gap",
                  "min-grad bound" if row["predicts"] == "bound_min_grad" else "PL bound")
                 for row in trace.theory if "bound_curve" in row]
-    return encode(plot_tables([(spec.rule.name, table([trace]))], title, overlays), tight=False)
+    tables = [(spec.rule.name, table([trace]))]
+    return (worker.render if worker else draw)(tables, title, overlays)
 
 
-def write_result(out: Path, spec, trace, seconds=None, extra: dict | None = None) -> list[Path]:
-    """trace.csv, figure.png/pdf and summary.json, as one folder."""
+def write_result(out: Path, spec, trace, seconds=None, extra: dict | None = None, worker=None) -> list[Path]:
+    """trace.csv, figure.png/pdf (drawn by ``worker`` when given) and summary.json, as one folder."""
     from convergence.trace import json_text
-    pictures = figure(spec, trace)
+    pictures = figure(spec, trace, worker)
     files = {"trace.csv": trace_text(trace), "figure.png": pictures["png"], "figure.pdf": pictures["pdf"],
              "summary.json": json_text(summary(spec, trace, seconds, extra))}
     return write_folder(out, files)

@@ -201,3 +201,23 @@ def test_backend_jax_without_jax_says_how_to_install(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'pip install -e ".[jax]"' in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_figure_worker_draws_the_in_process_bytes(tmp_path):
+    """The helper process that run_toy starts draws byte-identical PNG and PDF to drawing in-process
+    (a helper with other rcParams, another layout or a PDF with a date would not), and where it
+    died, the figure is drawn in-process."""
+    from convergence.runner import run
+    from convergence.spec import toy_run
+    from convergence.trace import table
+    from figures.worker import FigureWorker, draw
+    trace = run(toy_run(problem="quadratic", method="sam", stepsize="diminishing", iters=300, runs=3))
+    request = ([("sam", table([trace]))], "SAM ρ", [])
+    expected = draw(*request)
+    assert expected["png"].startswith(b"\x89PNG") and expected["pdf"].startswith(b"%PDF")
+    with FigureWorker(spawn=True) as worker:
+        assert worker.render(*request) == expected
+    with FigureWorker(spawn=True) as worker:
+        worker.close()                                      # the helper is gone
+        assert worker.render(*request) == expected
