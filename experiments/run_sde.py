@@ -128,7 +128,7 @@ def write(cfg, t, vd, vs, seconds):
             for p in range(v.shape[1]):
                 buf.write(f"{ti:.10g},{p},{kind},{v[i, p]:.10g}\n")
     pictures = encode(paths(t, [("discrete", vd), ("SDE", vs)],
-                            f"{cfg['method'].upper()} on {cfg['problem']}, eta={cfg['eta']}, rho={cfg['rho']}"))
+                            f"{cfg['method'].upper()} on {cfg['problem']}, η = {cfg['eta']}, ρ = {cfg['rho']}"))
     summary = {"config": cfg, "seed": cfg["seed"], "provenance": provenance(),
                "final_loss_discrete": float(vd[-1].mean()), "final_loss_sde": float(vs[-1].mean()),
                "diverged_paths": {"discrete": diverged(vd), "sde": diverged(vs)}, "seconds": round(seconds, 3)}

@@ -550,7 +550,7 @@ def grid_figure(out: Path, cells: list[Cell]) -> list[Path]:
     from figures.grid import grid_figure as draw
     tables = [(dict(c.axes), read_csv(out / "cells" / c.name / "trace.csv")) for c in cells]
     s = dict(cells[0].settings)
-    title = f"{s['iters']} iterations x {s['runs']} runs x {len({c['seed'] for c in cells})} seeds"
+    title = f"{s['iters']} iterations × {s['runs']} runs × {len({c['seed'] for c in cells})} seeds"
     return save(draw(tables, title), out / "grid")
 
 

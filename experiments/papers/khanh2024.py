@@ -450,14 +450,14 @@ def run(out: Path, quick: bool) -> list[Claim]:
     claims.append(claim)
     claim, dimin = claim_diminishing(quick)
     claims.append(claim)
-    save(plot_tables([("SAM, constant t = 0.5, rho = 0.05", table([const])),
-                      ("SAM, t_k = 1/(k+1)^0.6, rho_k = 0.05/(k+1)^0.6", table([dimin]))],
+    save(plot_tables([("SAM, constant t = 0.5, ρ = 0.05", table([const])),
+                      (r"SAM, $t_k = 1/(k+1)^{0.6}$, $\rho_k = 0.05/(k+1)^{0.6}$", table([dimin]))],
                      "SAM on strongly convex quadratics (d = 2)"), out / "constant-vs-diminishing")
 
     claim, almost = claim_almost_constant(quick)
     claims.append(claim)
-    save(plot_tables([("SAM, t_k = 20/(k+20), rho_k = 0.05/(k+1)^0.1", table([almost]))],
-                     "Almost constant radius (Remark 3.6), quadratic L = 1, mu = 0.1"), out / "almost-constant-radius")
+    save(plot_tables([(r"SAM, $t_k = 20/(k+20)$, $\rho_k = 0.05/(k+1)^{0.1}$", table([almost]))],
+                     "Almost constant radius (Remark 3.6), quadratic L = 1, μ = 0.1"), out / "almost-constant-radius")
 
     variants = Variants(quick)
     claim, _ = claim_variants(quick, variants)

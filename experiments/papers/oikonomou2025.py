@@ -164,7 +164,7 @@ def claim_lambda_deterministic(out: Path, quick: bool) -> Claim:
         for lam, rule in rules.items():
             gamma, rho, trace = simulate(lam, rule)
             its, G = gaps(trace)
-            tables.append((f"lambda = {lam:g}", table([trace])))
+            tables.append((f"λ = {lam:g}", table([trace])))
             if lam == 0:
                 ratio = G[:, -1] / G[:, 0]
                 med = np.median(G, axis=0)
@@ -181,7 +181,7 @@ def claim_lambda_deterministic(out: Path, quick: bool) -> Claim:
                 measured[f"lam{lam:g}"] = {"predicted": pred, "final_gap_median": float(np.median(G[:, -1])),
                                            "max_rel_error": float(np.max(rel)), "tail_slope": slope}
                 overlays.append(({"iter": [0, iters], "median": [pred, pred]}, "f_gap",
-                                 f"2-cycle, lambda = {lam:g}"))
+                                 f"2-cycle, λ = {lam:g}"))
             ok &= good
         return Outcome(bool(ok), measured, (tables, overlays))
 
@@ -258,7 +258,7 @@ def claim_neighbourhood(out: Path, quick: bool) -> Claim:
                                    "exponent": fit["slope"], "exponent_ci": [fit["lo"], fit["hi"]],
                                    "tail_slopes": slopes, "roundoff": floor_s, "runs": R_st, "iters": it_st}}
         data = [("deterministic, least squares d = 100", rhos_d, final_d, pred, None),
-                ("stochastic, tau-nice (tau = 5), d = 10", rhos_s, plateau, None, fit)]
+                ("stochastic, τ-nice (τ = 5), d = 10", rhos_s, plateau, None, fit)]
         return Outcome(det_ok and st_ok, measured, data)
 
     rule = unified(lam)
@@ -312,11 +312,11 @@ def claim_lambda_schedules(out: Path, quick: bool) -> Claim:
                             "max_rel_error": rel0},
                     "1-1/t": {"predicted": pred, "final_gap_median": float(np.median(G1[:, -1])),
                               "max_rel_error": rel1, "tail_slope": slope1}}
-        tables = [(f"lambda_t = {label}", table([t])) for label, t in traces.items()]
+        tables = [(rf"$\lambda_t$ = {label}", table([t])) for label, t in traces.items()]
         k = np.unique(np.geomspace(1, iters, 200).astype(int))
         overlays = [({"iter": k, "median": [cycle_gap(ridge, gamma, rho, 1 / (j + 1)) for j in k]}, "f_gap",
-                     "2-cycle of lambda_t = 1/t"),
-                    ({"iter": [0, iters], "median": [pred, pred]}, "f_gap", "2-cycle of lambda = 1")]
+                     r"2-cycle of $\lambda_t$ = 1/t"),
+                    ({"iter": [0, iters], "median": [pred, pred]}, "f_gap", "2-cycle of λ = 1")]
         return Outcome(ok0 and ok1, measured, (tables, overlays))
 
     right = {"1/t": unified("1/t"), "1-1/t": unified("1-1/t")}
@@ -332,7 +332,7 @@ def claim_lambda_schedules(out: Path, quick: bool) -> Claim:
         "2-cycle of lambda_K, fallen by >= 1e8); lambda_t = 1 - 1/t (tending to SAM) stays in SAM's "
         f"neighbourhood (the 2-cycle size within 1 %, stalled) ({runs} runs, {iters} iterations)",
         measure, right, mutants, "lambda-schedules.png")
-    save(plot_tables(tables, "Unified SAM with lambda schedules, ridge n = d = 100", overlays),
+    save(plot_tables(tables, "Unified SAM with λ schedules, ridge n = d = 100", overlays),
          out / "lambda-schedules")
     return claim
 
@@ -375,7 +375,7 @@ def claim_decreasing(out: Path, quick: bool) -> Claim:
                     "decreasing_slope_ci": [fit_d["lo"], fit_d["hi"]], "decreasing_final_gap": final,
                     "final_over_plateau": final / plateau, "switch_iteration": switch,
                     "gamma_star": gamma, "rho_star": rho}
-        tables = [("constant (gamma*, rho*)", table([trace.take(np.arange(runs))])),
+        tables = [("constant (γ*, ρ*)", table([trace.take(np.arange(runs))])),
                   ("decreasing rule", table([trace.take(np.arange(runs, 2 * runs))]))]
         return Outcome(ok, measured, tables)
 
@@ -391,7 +391,7 @@ def claim_decreasing(out: Path, quick: bool) -> Claim:
         "log-spaced windows from 4x the switch 2/(mu gamma*) to K, <= -0.7) and ends (mean over the last 20 %) "
         f"below 0.1 x the constant plateau ({runs} runs each, {iters} iterations)",
         measure, rule, mutants, "constant-vs-decreasing.png")
-    save(plot_tables(tables, "Unified SAM (lambda = 0.5), ridge n = d = 6, tau-nice tau = 3"),
+    save(plot_tables(tables, "Unified SAM (λ = 0.5), ridge n = d = 6, τ-nice, τ = 3"),
          out / "constant-vs-decreasing")
     return claim
 
@@ -452,8 +452,8 @@ def claim_importance(out: Path, quick: bool) -> Claim:
         ok &= bool(ratio > 1 and speed >= ratio / 1.5)
         measured = {"importance": mine, "uniform": base, "gamma_ratio": ratio, "speedup_to_neighbourhood": speed,
                     "plateau_ratio": mine["plateau"] / base["plateau"]}
-        tables = [(f"uniform (gamma* = {base['gamma_star']:.2e})", table([base_trace])),
-                  (f"importance (gamma* = {mine['gamma_star']:.2e})", table([trace]))]
+        tables = [(f"uniform (γ* = {base['gamma_star']:.2e})", table([base_trace])),
+                  (f"importance (γ* = {mine['gamma_star']:.2e})", table([trace]))]
         overlays = [({"iter": [0, r["iters"]], "median": [r["predicted"]] * 2}, "f_gap", f"predicted, {name}")
                     for name, r in (("uniform", base), ("importance", mine))]
         return Outcome(ok, measured, (tables, overlays))
@@ -473,7 +473,7 @@ def claim_importance(out: Path, quick: bool) -> Claim:
         "importance's is higher, in proportion to its larger step (ridge n = d = 5, rows of norms spread 10x, "
         f"lambda = 0.5, {runs} runs)",
         measure, Importance(1), mutants, "importance-sampling.png")
-    save(plot_tables(tables, "Unified SAM (lambda = 0.5), ridge n = d = 5, rows of unequal norm", overlays),
+    save(plot_tables(tables, "Unified SAM (λ = 0.5), ridge n = d = 5, rows of unequal norm", overlays),
          out / "importance-sampling")
     return claim
 
