@@ -85,9 +85,10 @@ def _loop_fns(jax, problem, rule, sampler, per_run_t: bool, per_run_rho: bool):
         oracle = sampler.oracle(problem, streams)
         G, bound, state = rule.gradient(k, X, oracle, state, rho, streams)
         rec = _record(jnp, problem, X, G, bound, t, rho, length, alive) if record else None
-        X_next = X - t * G
+        move = t * G
+        X_next = X - move
         ok = jnp.all(jnp.abs(X_next) <= BLOWUP, axis=1)             # False on NaN
-        length = length + jnp.where(alive, jnp.abs(jnp.ravel(t)) * jnp.sqrt(jnp.sum(G * G, axis=1)), 0.0)
+        length = length + jnp.where(alive, jnp.sqrt(jnp.sum(move * move, axis=1)), 0.0)
         return (jnp.where(alive[:, None], X_next, X), state, length, jnp.where(alive & ~ok, k + 1, final_iter)), rec
 
     def plain(consts, carry, start, stop):

@@ -43,8 +43,9 @@ def _per_step(schedule, iters: int):
         table = np.stack([s.values(iters) for s in schedule.schedules], axis=1)     # (iters, distinct)
         index = np.asarray(schedule.index)
         return lambda k, alive: table[k][index[alive]][:, None]
-    values = schedule.values(iters) if hasattr(schedule, "values") else [schedule(k) for k in range(iters)]
-    return lambda k, alive: float(values[k])
+    values = (np.asarray(schedule.values(iters), dtype=float).tolist() if hasattr(schedule, "values")
+              else [float(schedule(k)) for k in range(iters)])
+    return lambda k, alive: values[k]
 
 
 _ENGINE = contextvars.ContextVar("engine", default=None)
@@ -130,8 +131,9 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
             trace.data["path_length"][rec, alive] = length
             rec += 1
             next_record = int(grid[rec]) if rec < len(grid) else -1
-        X -= t * G
-        length += (abs(t) if np.isscalar(t) else np.abs(t[:, 0])) * np.sqrt(np.einsum("ij,ij->i", G, G))
+        move = t * G
+        X -= move
+        length += np.sqrt(np.einsum("ij,ij->i", move, move))
         if not np.abs(X).max() <= BLOWUP:                         # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True
