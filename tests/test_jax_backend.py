@@ -81,8 +81,14 @@ SAMPLED = [("sam", {}), ("fsam", {}), ("vasso", {}), ("rsam", {}), ("dnsam", {})
            ("msam", {"m": 2, "base": "usam"}), ("unified", {"lam": "1-1/t"})]
 
 
-@pytest.mark.parametrize("sampling", ["tau-nice", "importance", "single"])
-@pytest.mark.parametrize("method,options", SAMPLED, ids=[m for m, _ in SAMPLED])
+# the quick suite: every method under tau-nice sampling and SAM under every sampler (each case is
+# mostly its own compilation, ~2 s); the rest of the table is slow-marked
+SAMPLER_CASES = [pytest.param(sampling, method, options, id=f"{method}-{sampling}",
+                              marks=() if sampling == "tau-nice" or method == "sam" else pytest.mark.slow)
+                 for sampling in ("tau-nice", "importance", "single") for method, options in SAMPLED]
+
+
+@pytest.mark.parametrize("sampling,method,options", SAMPLER_CASES)
 def test_every_method_agrees_under_every_sampler(sampling, method, options):
     spec = toy_run("least_squares", method, "diminishing", lr=0.05, iters=200, runs=3, dim=5, seed=4,
                    sampling=sampling, batch=4, method_options=options)
