@@ -1,6 +1,6 @@
 """A run's convergence figure drawn by a helper process started before the run's data exist.
 
-Importing matplotlib and its PDF backend costs a fresh process about 0.8 s, a sixth of the quickstart.
+Importing matplotlib and its PDF backend costs a fresh process about 0.8 s (the quickstart: ~3 s).
 Started when a run begins, the helper pays that on the second core while the run iterates on the
 first, then draws the figure and encodes PNG and PDF side by side (the PDF in a forked child where
 os.fork exists). The bytes are those of ``draw`` in-process, which is also the fallback when the
@@ -35,6 +35,7 @@ class FigureWorker:
                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
 
     def render(self, tables, title: str = "", overlays=()) -> dict[str, bytes]:
+        """draw(tables, title, overlays) by the helper, or here if it has failed or was not started."""
         if self._proc is not None:
             try:
                 out, _ = self._proc.communicate(pickle.dumps((tables, title, overlays)))
