@@ -31,8 +31,11 @@ class FigureWorker:
         if spawn if spawn is not None else "matplotlib.pyplot" not in sys.modules:
             # one BLAS thread: the helper forks, and it has no matrix products worth threads
             env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            self._proc = subprocess.Popen([sys.executable, "-m", "figures.worker"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            try:
+                self._proc = subprocess.Popen([sys.executable, "-m", "figures.worker"], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            except OSError:                         # no process to be had: draw here
+                self._proc = None
 
     def render(self, tables, title: str = "", overlays=()) -> dict[str, bytes]:
         """draw(tables, title, overlays) by the helper, or here if it has failed or was not started."""
