@@ -44,17 +44,18 @@ def norm(v):
 
 
 def normalize(v, by=None):
-    """v / ||by|| (by defaults to v), with an explicit 0 where ||by|| = 0.
+    """v / ||by|| (by defaults to v), with 0 where ||by|| = 0 and NaN where it is NaN.
 
     At a stationary point the normalized ascent direction is undefined; taking d = 0 there makes
     every normalized SAM variant stay at the stationary point, as the paper's x_{k+1} = x_k does.
+    A NaN gradient gives a NaN direction, so that its run is marked diverged rather than steered by 0.
     """
     n = norm(v if by is None else by)
     if isinstance(v, np.ndarray):
-        return v / np.where(n > 0, n, np.inf)        # finite v / inf = 0
+        return v / np.where(n == 0, np.inf, n)        # finite v / inf = 0; NaN stays NaN
     if _is_jax(v):
         xp = _jnp()
-        return xp.where(n > 0, v / xp.where(n > 0, n, 1.0), 0.0)
+        return v / xp.where(n == 0, xp.inf, n)
     return v.safe_div(n)
 
 

@@ -158,14 +158,19 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     return fig
 
 
+PANEL_HEIGHT = 1.63     # inches: a 3-inch figure with a title and one legend row
+
+
 def fixed_margins(fig, panels: int, title: bool, legend_rows: int) -> None:
     """Margins in inches that hold the tick labels, axis labels, title and the legend below (of
-    ``legend_rows`` rows) of a row of ``panels`` log-log panels. Set, not measured: tight_layout's
-    measuring pass drew every label once more, most of a figure's drawing time."""
-    width, height = fig.get_size_inches()
+    ``legend_rows`` rows) of a row of ``panels`` log-log panels PANEL_HEIGHT high; the figure's
+    height follows. Set, not measured: tight_layout's measuring pass drew every label once more,
+    most of a figure's drawing time."""
     left, gap, right = 0.8, 0.85, 0.15          # y tick labels such as 2×10⁻¹ and the y label fit in 0.8
     top = 0.45 if title else 0.15
     bottom = 0.5 + 0.25 + 0.17 * legend_rows    # x tick and axis labels, the legend's title and rows
+    width, height = fig.get_size_inches()[0], top + PANEL_HEIGHT + bottom
+    fig.set_size_inches(width, height)
     axes_width = (width - left - right - (panels - 1) * gap) / panels
     fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
                         top=1 - top / height, wspace=gap / axes_width)

@@ -24,7 +24,9 @@ def draw(tables, title: str = "", overlays=()) -> dict[str, bytes]:
 class FigureWorker:
     """``with FigureWorker() as worker: ...; worker.render(tables, title, overlays)`` gives draw()'s
     bytes; one render per worker. ``spawn``: start the helper (default: unless this process has
-    imported matplotlib already, when drawing here costs less than a new process)."""
+    imported matplotlib.pyplot already, when drawing here costs less than a new process). The helper
+    runs in a session of its own: Ctrl-C reaches the run only, and ``close`` stops the helper and its
+    forked child together."""
 
     def __init__(self, spawn: bool | None = None):
         self._proc = None
@@ -33,7 +35,8 @@ class FigureWorker:
             env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             try:
                 self._proc = subprocess.Popen([sys.executable, "-m", "figures.worker"], stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                              start_new_session=True)
             except OSError:                         # no process to be had: draw here
                 self._proc = None
 
@@ -42,16 +45,20 @@ class FigureWorker:
         if self._proc is not None:
             try:
                 out, _ = self._proc.communicate(pickle.dumps((tables, title, overlays)))
-                if self._proc.returncode == 0:
-                    return pickle.loads(out)
-            except (OSError, EOFError, pickle.UnpicklingError):
+                pictures = pickle.loads(out) if self._proc.returncode == 0 else None
+                if isinstance(pictures, dict) and set(pictures) == {"png", "pdf"}:
+                    return pictures
+            except Exception:                       # whatever went wrong with the helper: draw here
                 pass
         return draw(tables, title, overlays)
 
     def close(self) -> None:
         """Stop the helper if it still runs (the run was interrupted or failed)."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else self._proc.kill()
+            except ProcessLookupError:              # it ended meanwhile
+                pass
             self._proc.wait()
 
     def __enter__(self):
@@ -87,15 +94,18 @@ def _encode_side_by_side(fig) -> dict[str, bytes]:
 
 
 def _serve() -> None:
-    """The helper: import the plotting stack, then draw the one figure read from stdin."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the run's to report; it kills us
+    """The helper: import the plotting stack, then draw the one figure read from stdin and write its
+    bytes to the original stdout, which nothing else writes to (file descriptor 1 now goes to stderr)."""
+    result = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     import matplotlib.backends.backend_agg
     import matplotlib.backends.backend_pdf
 
     from figures.convergence import plot_tables
     tables, title, overlays = pickle.load(sys.stdin.buffer)
-    pickle.dump(_encode_side_by_side(plot_tables(tables, title, overlays)), sys.stdout.buffer)
-    sys.stdout.flush()
+    pickle.dump(_encode_side_by_side(plot_tables(tables, title, overlays)), result)
+    result.flush()
     os._exit(0)                                     # the caller waits for our exit: skip the teardown
 
 

@@ -204,10 +204,12 @@ def test_backend_jax_without_jax_says_how_to_install(tmp_path, capsys, monkeypat
 
 
 @pytest.mark.slow
-def test_the_figure_worker_draws_the_in_process_bytes(tmp_path):
+def test_the_figure_worker_draws_the_in_process_bytes(monkeypatch):
     """The helper process that run_toy starts draws byte-identical PNG and PDF to drawing in-process
-    (a helper with other rcParams, another layout or a PDF with a date would not), and where it
+    (a helper with other rcParams, another layout or a PDF with a date would not; drawing here is
+    made to fail meanwhile, so a helper that fails cannot hide behind the fallback), and where it
     died, the figure is drawn in-process."""
+    import figures.worker
     from convergence.runner import run
     from convergence.spec import toy_run
     from convergence.trace import table
@@ -216,8 +218,26 @@ def test_the_figure_worker_draws_the_in_process_bytes(tmp_path):
     request = ([("sam", table([trace]))], "SAM ρ", [])
     expected = draw(*request)
     assert expected["png"].startswith(b"\x89PNG") and expected["pdf"].startswith(b"%PDF")
-    with FigureWorker(spawn=True) as worker:
+    with FigureWorker(spawn=True) as worker, monkeypatch.context() as patch:
+        patch.setattr(figures.worker, "draw", lambda *args: pytest.fail("drawn in-process: the helper failed"))
         assert worker.render(*request) == expected
     with FigureWorker(spawn=True) as worker:
         worker.close()                                      # the helper is gone
         assert worker.render(*request) == expected
+
+
+def test_a_figure_legend_of_many_rows_makes_the_figure_taller():
+    """The panels keep their height and the legend its rows: 31 curves (11 legend rows) under a
+    title fit (fixed margins on a fixed height would put the bottom above the top)."""
+    from figures.convergence import PANEL_HEIGHT, plot_tables, plt
+    tables = [(f"run {i}", {"iter": np.array([0, 1, 2]), "run": np.zeros(3, int), "status": np.array(["converged"] * 3),
+                            "grad_norm": np.array([1.0, 0.5, 0.25]), "f_gap": np.array([1.0, 0.25, 0.06]),
+                            "dist_to_opt": np.array([1.0, 0.5, 0.25])}) for i in range(31)]
+    fig = plot_tables(tables, "many curves")
+    one = plot_tables(tables[:1], "one curve")
+    assert one.get_size_inches()[1] == pytest.approx(3.0)
+    assert fig.get_size_inches()[1] == pytest.approx(3.0 + 0.17 * 10)
+    for f in (fig, one):
+        panel = f.axes[0].get_position()
+        assert panel.height * f.get_size_inches()[1] == pytest.approx(PANEL_HEIGHT)
+        plt.close(f)

@@ -228,3 +228,12 @@ def test_what_jax_cannot_run_is_refused_in_one_line(kw, message):
         with pytest.raises(InputError, match=message) as err:
             toy_run(backend="jax", iters=10, **kw)
     assert "\n" not in str(err.value)
+
+
+def test_normalize_on_jax_arrays_is_the_numpy_one():
+    """0 at a zero gradient, g/||g||, NaN on a NaN gradient: the same on both backends (to RTOL: XLA
+    divides through a reciprocal)."""
+    from convergence.vec import normalize
+    cases = np.array([[0.0, 0.0], [3.0, -4.0], [np.nan, 1.0]])
+    jnp = jax_runner.require_jax().numpy                 # float64, as the backend runs
+    np.testing.assert_allclose(np.asarray(normalize(jnp.asarray(cases))), normalize(cases), rtol=RTOL, atol=0)

@@ -185,3 +185,19 @@ def test_rsam_step_from_a_stationary_point_matches_the_hand_computed_step():
 def test_bad_hyper_parameters(method, hyper, message):
     with pytest.raises(InputError, match=re.escape(message)):
         make_method(method, **hyper)
+
+
+NORMALIZE_CASES = np.array([[0.0, 0.0], [3.0, -4.0], [np.nan, 1.0]])
+
+
+def test_normalize_is_zero_at_a_stationary_point_and_nan_on_a_nan_gradient():
+    """d = g/||g||; 0 where g = 0 (SAM stays at a stationary point); NaN where g is NaN, so that the
+    run is marked diverged (a rule steered by d = 0 there would go on as if nothing happened)."""
+    from convergence.vec import normalize
+    d = normalize(NORMALIZE_CASES)
+    assert np.array_equal(d[:2], [[0.0, 0.0], [0.6, -0.8]]) and np.isnan(d[2]).all()
+    by = normalize(np.ones((3, 2)), by=NORMALIZE_CASES)
+    assert np.array_equal(by[:2], [[0.0, 0.0], [0.2, 0.2]]) and np.isnan(by[2]).all()
+    trace = iterate(Quadratic(2), make_method("sam"), constant(0.1), constant(0.05), 5, 2,
+                    x0=np.array([[1.0, 1.0], [np.nan, 1.0]]))
+    assert list(trace.diverged) == [False, True]
