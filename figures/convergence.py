@@ -55,10 +55,10 @@ def band(table: dict, column: str):
 
 
 def run_count(table: dict) -> str:
-    """'16 runs' or '16 runs, 3 diverged', for a legend."""
+    """'1 run', '16 runs' or '16 runs, 3 diverged', for a legend."""
     runs = len(np.unique(table["run"]))
     diverged = len(np.unique(table["run"][table["status"] == "diverged"]))
-    return f"{runs} runs" + (f", {diverged} diverged" if diverged else "")
+    return f"{runs} run{'s' if runs != 1 else ''}" + (f", {diverged} diverged" if diverged else "")
 
 
 def draw_band(ax, table, column, colour, label, style="-", marker=None, index=0, alpha=0.18):
