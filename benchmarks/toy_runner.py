@@ -74,7 +74,7 @@ def fused(X: np.ndarray, iters: int) -> np.ndarray:
     for k in range(iters):
         t, rho = T0 / (k + 1) ** P, RHO0 / (k + 1) ** Q
         g = grad(X)
-        n = np.sqrt(np.einsum("rd,rd->r", g, g))[:, None]
+        n = np.sqrt(np.vecdot(g, g))[:, None]
         Y = X + rho * np.divide(g, n, out=np.zeros_like(g), where=n > 0)
         X -= t * grad(Y)
     return X

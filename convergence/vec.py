@@ -36,7 +36,7 @@ def _is_jax(v) -> bool:
 def norm(v):
     """Euclidean norm of each run's vector, shaped to broadcast against ``v``."""
     if isinstance(v, np.ndarray):
-        return np.sqrt(np.einsum("rd,rd->r", v, v))[:, None]
+        return np.sqrt(np.vecdot(v, v))[:, None]       # vecdot: a ufunc, a third of einsum's call cost
     if _is_jax(v):
         xp = _jnp()
         return xp.sqrt(xp.einsum("rd,rd->r", v, v))[:, None]
@@ -52,6 +52,8 @@ def normalize(v, by=None):
     """
     n = norm(v if by is None else by)
     if isinstance(v, np.ndarray):
+        if np.logical_and.reduce(n, axis=None):         # no zero norm (NaN counts as nonzero): the
+            return v / n                                # common case, without where's two passes
         return v / np.where(n == 0, np.inf, n)        # finite v / inf = 0; NaN stays NaN
     if _is_jax(v):
         xp = _jnp()
