@@ -56,11 +56,8 @@ class Schedule:
         where s is undefined (division by zero, overflow, log of a negative, ...) or not finite."""
         if len(self._values) < n:
             out = np.full(n, np.nan)
-            try:
-                for step in range(n):
-                    out[step] = self._f(step)
-            except (ArithmeticError, ValueError, TypeError):
-                pass                    # from the k that failed on, out stays NaN: undefined
+            defined = np.fromiter(self._defined(n), float)    # up to the first k that fails
+            out[:len(defined)] = defined                      # from there on NaN: undefined
             bad = np.flatnonzero(~np.isfinite(out))
             if len(bad):
                 value = "undefined" if np.isnan(out[bad[0]]) else "infinite"
@@ -68,6 +65,14 @@ class Schedule:
                                  f"defined and finite for every k >= 0", name)
             self._values = out
         return self._values[:n]
+
+    def _defined(self, n: int):
+        """s(0), s(1), ... up to s(n-1), ending early at the first k where s fails."""
+        for step in range(n):
+            try:
+                yield self._f(step)
+            except (ArithmeticError, ValueError, TypeError):
+                return
 
     def check(self, name: str, n: int, ok, rule: str) -> np.ndarray:
         """values(n), each tested by ``ok`` (vectorised); InputError at the first k that fails."""

