@@ -67,10 +67,11 @@ class Schedule:
         return self._values[:n]
 
     def _defined(self, n: int):
-        """s(0), s(1), ... up to s(n-1), ending early at the first k where s fails."""
+        """s(0), s(1), ... up to s(n-1) as floats, ending early at the first k where s fails (a
+        complex value, such as (-1)**0.5, fails too)."""
         for step in range(n):
             try:
-                yield self._f(step)
+                yield float(self._f(step))
             except (ArithmeticError, ValueError, TypeError):
                 return
 

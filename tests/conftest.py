@@ -1,10 +1,48 @@
-"""Shared fixtures: small instances of every problem, for gradient checks."""
+"""Shared fixtures and helpers: small instances of every problem, for gradient checks; a command
+line's main(argv) called in-process with its exit status and its one stderr line."""
+import importlib
+import signal
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from scipy import sparse
 
 from problems import (LeastSquares, Logistic, Quadratic, Quartic, Ridge, RobustRegression, Rosenbrock, Saddle,
                       Sextic, SinPL, SinPLSquared, StyblinskiTang, make_problem)
+
+LIMIT = 25                      # seconds one CLI case may take (2 shared cores, first imports included)
+
+
+@contextmanager
+def time_bound(seconds: int = LIMIT):
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def call(module: str, argv: list[str]) -> int:
+    """experiments.<module>.main(argv) -> its exit status (argparse's SystemExit included)."""
+    cli = importlib.import_module(f"experiments.{module}")
+    try:
+        with time_bound():
+            return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def small_problems():

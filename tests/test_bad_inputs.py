@@ -16,49 +16,17 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import LIMIT, call, one_line, time_bound
 
 REPO = Path(__file__).resolve().parent.parent
-LIMIT = 25                      # seconds one case may take (2 shared cores, first imports included)
 LONG = "x" * 300                # a name no filesystem takes (255 bytes at most)
-
-
-@contextmanager
-def time_bound(seconds: int = LIMIT):
-    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
-    def expire(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def call(module: str, argv: list[str]) -> int:
-    """experiments.<module>.main(argv) -> its exit status (argparse's SystemExit included)."""
-    cli = importlib.import_module(f"experiments.{module}")
-    try:
-        with time_bound():
-            return cli.main(argv)
-    except SystemExit as exc:
-        return exc.code
 
 
 def snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err, err
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 # ---------------------------------------------------------------- the table

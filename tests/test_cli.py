@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import call, one_line
 
 from convergence.errors import InputError
 from convergence.trace import COLUMNS, read_csv
@@ -73,13 +74,12 @@ def test_same_seed_gives_identical_trace_bytes(tmp_path):
     (["--stepsize", "constant", "--decay", "0.6"], "--decay applies to --stepsize diminishing only"),
     (["--stepsize", "constant", "--rho-decay", "0.9"], "--rho-decay applies to --rho-schedule diminishing only"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, flags, message):
+    """In-process, as tests/test_bad_inputs.py's table (the entry point itself is run as a process by
+    the tests below and by the README test)."""
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "experiments.run_toy", "--out", str(out), *flags],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert call("run_toy", ["--out", str(out), *flags]) == 2
+    assert message in one_line(capsys.readouterr().err)
     assert not out.exists()
 
 
@@ -92,13 +92,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, messag
     (["--mu", "5"], "--mu 5 exceeds --L 1: give mu <= L"),
     (["--mu", "0.5", "--gamma-star", "1"], "--gamma-star and --rho-star go together"),
 ])
-def test_check_schedule_bad_input_is_one_line_exit_2(flags, message):
+def test_check_schedule_bad_input_is_one_line_exit_2(capsys, flags, message):
     base = {"--method": "usam", "--stepsize": "0.1", "--rho": "0.05", "--L": "1"}
     base.update(zip(flags[::2], flags[1::2]))
-    proc = subprocess.run([sys.executable, "-m", "experiments.check_schedule", *sum(base.items(), ())],
-                          capture_output=True, text=True)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert call("check_schedule", list(sum(base.items(), ()))) == 2
+    assert message in one_line(capsys.readouterr().err)
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (unwritable even for root)")

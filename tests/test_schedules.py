@@ -33,7 +33,7 @@ def test_parser_rejects_anything_else(text):
 
 
 @pytest.mark.parametrize("text,bad_k", [("1/(k-5)**2", 5), ("exp(k)", 710), ("log(k-2)", 0), ("(k-3)**0.5", 0),
-                                        ("sqrt(4-k)", 5)])
+                                        ("sqrt(4-k)", 5), ("(k-3)**0.6", 0)])   # the last: a complex value
 def test_values_name_the_first_k_where_a_schedule_is_undefined(text, bad_k):
     with pytest.raises(InputError, match=rf"--stepsize '{re.escape(text)}' is undefined at k={bad_k}: give"):
         make_schedule(text, 0, 0).values(1000, "--stepsize")
