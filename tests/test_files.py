@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import call
+from conftest import one_line as stderr_line
 
 from convergence.errors import InputError
 from convergence.trace import COLUMNS, atomic_write, read_csv, write_json
@@ -94,9 +96,9 @@ def test_seed_and_memory_bounds():
     (["--paths", "100000000000"], "--paths x dimension"),
     (["--seed", "100000000000000000000000"], "--seed must be an integer"),
 ])
-def test_run_sde_bad_input(tmp_path, flags, message):
-    proc = cli("experiments.run_sde", *flags, "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and message in one_line(proc) and not (tmp_path / "o").exists()
+def test_run_sde_bad_input(tmp_path, capsys, flags, message):
+    assert call("run_sde", [*flags, "--out", str(tmp_path / "o")]) == 2
+    assert message in stderr_line(capsys.readouterr().err) and not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

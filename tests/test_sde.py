@@ -2,11 +2,10 @@
 against the paper's closed forms, steps by hand, exact moments and Lyapunov solutions, weak error
 and noise, saddle thresholds from both sides, the run_sde CLI and the quick claims of compagnoni2023.
 Every test shows the wrong implementation it rejects failing it."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import call, one_line
 
 from convergence import sde
 from convergence.errors import InputError
@@ -308,12 +307,10 @@ def test_run_sde_cli(tmp_path):
     (["--paths", "0"], "--paths must be a finite positive integer"),
     (["--problem", "iris", "--paths", "2000000"], "--paths x dimension x batches"),
 ])
-def test_run_sde_bad_input(tmp_path, flags, message):
+def test_run_sde_bad_input(tmp_path, capsys, flags, message):
     out = tmp_path / "o"
-    proc = subprocess.run([sys.executable, "-m", "experiments.run_sde", "--out", str(out), *flags],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert message in proc.stderr and not out.exists()
+    assert call("run_sde", ["--out", str(out), *flags]) == 2
+    assert message in one_line(capsys.readouterr().err) and not out.exists()
 
 
 @pytest.mark.slow
