@@ -120,9 +120,10 @@ def trace_text(trace) -> str:
     return csv_text([trace])
 
 
-def figure(spec, trace, worker=None) -> dict[str, bytes]:
-    """The convergence figure of one run (median and band over its runs, the derived bounds dashed),
-    drawn by ``worker`` (a figures.worker.FigureWorker started with the run) when given."""
+def figure(spec, trace, worker=None):
+    """The convergence figure of one run (median and band over its runs, the derived bounds dashed):
+    the function that gives its PNG and PDF bytes, drawn meanwhile by ``worker`` (a
+    figures.worker.FigureWorker started with the run) when given, else when called."""
     from convergence.trace import table
     from figures.worker import draw
     cfg = spec.describe()
@@ -131,13 +132,17 @@ def figure(spec, trace, worker=None) -> dict[str, bytes]:
                  "min-grad bound" if row["predicts"] == "bound_min_grad" else "PL bound")
                 for row in trace.theory if "bound_curve" in row]
     tables = [(spec.rule.name, table([trace]))]
-    return (worker.render if worker else draw)(tables, title, overlays)
+    if worker is not None:
+        return worker.request(tables, title, overlays)
+    return lambda: draw(tables, title, overlays)
 
 
 def write_result(out: Path, spec, trace, seconds=None, extra: dict | None = None, worker=None) -> list[Path]:
     """trace.csv, figure.png/pdf (drawn by ``worker`` when given) and summary.json, as one folder."""
     from convergence.trace import json_text
-    pictures = figure(spec, trace, worker)
-    files = {"trace.csv": trace_text(trace), "figure.png": pictures["png"], "figure.pdf": pictures["pdf"],
-             "summary.json": json_text(summary(spec, trace, seconds, extra))}
+    pictures = figure(spec, trace, worker)          # the helper draws while this writes the text
+    text, summary_json = trace_text(trace), json_text(summary(spec, trace, seconds, extra))
+    png_pdf = pictures()
+    files = {"trace.csv": text, "figure.png": png_pdf["png"], "figure.pdf": png_pdf["pdf"],
+             "summary.json": summary_json}
     return write_folder(out, files)

@@ -23,7 +23,7 @@ def draw(tables, title: str = "", overlays=()) -> dict[str, bytes]:
 
 class FigureWorker:
     """``with FigureWorker() as worker: ...; worker.render(tables, title, overlays)`` gives draw()'s
-    bytes; one render per worker. ``spawn``: start the helper (default: unless this process has
+    bytes (``worker.request`` the same, collected later); one figure per worker. ``spawn``: start the helper (default: unless this process has
     imported matplotlib.pyplot already, when drawing here costs less than a new process). The helper
     runs in a session of its own: Ctrl-C reaches the run only, and ``close`` stops the helper and its
     forked child together."""
@@ -40,26 +40,51 @@ class FigureWorker:
             except OSError:                         # no process to be had: draw here
                 self._proc = None
 
-    def render(self, tables, title: str = "", overlays=()) -> dict[str, bytes]:
-        """draw(tables, title, overlays) by the helper, or here if it has failed or was not started."""
+    def request(self, tables, title: str = "", overlays=()):
+        """Hand the figure to the helper, which draws it while the caller goes on (writing its other
+        files); returns the function that waits for draw(tables, title, overlays)'s bytes, drawn here
+        if the helper has failed or was not started."""
+        sent = False
         if self._proc is not None:
             try:
-                out, _ = self._proc.communicate(pickle.dumps((tables, title, overlays)))
-                pictures = pickle.loads(out) if self._proc.returncode == 0 else None
-                if isinstance(pictures, dict) and set(pictures) == {"png", "pdf"}:
-                    return pictures
+                self._proc.stdin.write(pickle.dumps((tables, title, overlays)))
+                self._proc.stdin.close()
+                sent = True
             except Exception:                       # whatever went wrong with the helper: draw here
                 pass
-        return draw(tables, title, overlays)
+
+        def collect() -> dict[str, bytes]:
+            if sent:
+                try:
+                    with self._proc.stdout as pipe:
+                        out = pipe.read()
+                    pictures = pickle.loads(out) if self._proc.wait() == 0 else None
+                    if isinstance(pictures, dict) and set(pictures) == {"png", "pdf"}:
+                        return pictures
+                except Exception:                   # as above
+                    pass
+            return draw(tables, title, overlays)
+        return collect
+
+    def render(self, tables, title: str = "", overlays=()) -> dict[str, bytes]:
+        """draw(tables, title, overlays) by the helper, or here if it has failed or was not started."""
+        return self.request(tables, title, overlays)()
 
     def close(self) -> None:
-        """Stop the helper if it still runs (the run was interrupted or failed)."""
-        if self._proc is not None and self._proc.poll() is None:
+        """Stop the helper if it still runs (the run was interrupted or failed), and close its pipes."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else self._proc.kill()
             except ProcessLookupError:              # it ended meanwhile
                 pass
             self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            try:
+                pipe.close()
+            except OSError:                         # unsent bytes to a helper that is gone
+                pass
 
     def __enter__(self):
         return self
