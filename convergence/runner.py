@@ -133,7 +133,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         move = t * G
         X -= move
         length += np.sqrt(np.vecdot(move, move))
-        if not np.maximum.reduce(np.abs(X), axis=None) <= BLOWUP:                         # also catches NaN
+        if not np.maximum.reduce(np.abs(X), axis=None) <= BLOWUP:     # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True
             _record_final(trace, alive[bad], problem, X[bad], step + 1)

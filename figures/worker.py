@@ -1,9 +1,9 @@
 """A run's convergence figure drawn by a helper process started before the run's data exist.
 
-Importing matplotlib and its PDF backend costs a fresh process about 0.8 s (the quickstart: ~3 s).
+Importing matplotlib and its PDF backend costs a fresh process about 0.6 s (the quickstart: ~3 s).
 Started when a run begins, the helper pays that on the second core while the run iterates on the
 first, then draws the figure and encodes PNG and PDF side by side (the PDF in a forked child where
-os.fork exists). The bytes are those of ``draw`` in-process, which is also the fallback when the
+os.fork exists) while the run writes its other files. The bytes are those of ``draw`` in-process, which is also the fallback when the
 helper fails; where this process has already imported matplotlib, ``draw`` is the cheaper way.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ def draw(tables, title: str = "", overlays=()) -> dict[str, bytes]:
 
 
 class FigureWorker:
-    """``with FigureWorker() as worker: ...; worker.render(tables, title, overlays)`` gives draw()'s
-    bytes (``worker.request`` the same, collected later); one figure per worker. ``spawn``: start the helper (default: unless this process has
-    imported matplotlib.pyplot already, when drawing here costs less than a new process). The helper
-    runs in a session of its own: Ctrl-C reaches the run only, and ``close`` stops the helper and its
-    forked child together."""
+    """``with FigureWorker() as worker: ...; collect = worker.request(tables, title, overlays)``, and
+    later ``collect()`` gives draw()'s bytes; one figure per worker. ``spawn``: start the helper
+    (default: unless this process has imported matplotlib.pyplot already, when drawing here costs
+    less than a new process). The helper runs in a session of its own: Ctrl-C reaches the run only,
+    and ``close`` stops the helper and its forked child together."""
 
     def __init__(self, spawn: bool | None = None):
         self._proc = None
@@ -65,10 +65,6 @@ class FigureWorker:
                     pass
             return draw(tables, title, overlays)
         return collect
-
-    def render(self, tables, title: str = "", overlays=()) -> dict[str, bytes]:
-        """draw(tables, title, overlays) by the helper, or here if it has failed or was not started."""
-        return self.request(tables, title, overlays)()
 
     def close(self) -> None:
         """Stop the helper if it still runs (the run was interrupted or failed), and close its pipes."""

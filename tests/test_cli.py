@@ -218,10 +218,10 @@ def test_the_figure_worker_draws_the_in_process_bytes(monkeypatch):
     assert expected["png"].startswith(b"\x89PNG") and expected["pdf"].startswith(b"%PDF")
     with FigureWorker(spawn=True) as worker, monkeypatch.context() as patch:
         patch.setattr(figures.worker, "draw", lambda *args: pytest.fail("drawn in-process: the helper failed"))
-        assert worker.render(*request) == expected
+        assert worker.request(*request)() == expected
     with FigureWorker(spawn=True) as worker:
         worker.close()                                      # the helper is gone
-        assert worker.render(*request) == expected
+        assert worker.request(*request)() == expected
 
 
 def test_a_figure_legend_of_many_rows_makes_the_figure_taller():
