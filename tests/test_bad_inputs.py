@@ -396,15 +396,29 @@ def test_a_reader_that_goes_away_is_exit_141_without_a_traceback(tmp_path):
 
 # ---------------------------------------------------------------- real signals, in subprocesses
 def _sigint(argv: list[str], cwd: Path, wait_for: str | None = None, delay: float = 3.0):
-    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.monotonic() + 60
-    if wait_for:
-        while time.monotonic() < deadline and wait_for not in proc.stdout.readline():
-            pass
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    """Start ``python -m argv`` as a shell starts a command, send it Ctrl-C's SIGINT after ``delay``
+    seconds (after a stdout line containing ``wait_for``), and return its exit status and stderr.
+
+    A command inherits an ignored SIGINT (a non-interactive shell's background jobs ignore it, and so
+    would pytest started as one), while a handled one is reset by exec: the command is started with
+    SIGINT handled here, so that it gets it at its default as from a terminal."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with proc:
+        try:
+            deadline = time.monotonic() + 60
+            if wait_for:
+                while time.monotonic() < deadline and wait_for not in proc.stdout.readline():
+                    pass
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()                 # a command that ignored Ctrl-C does not outlive the test
     return proc.returncode, err
 
 
