@@ -38,11 +38,35 @@ def fail(prog: str, message: str) -> int:
     return 2
 
 
+def _keeping_ctrl_c(previous_hook):
+    """A sys.unraisablehook that does not lose Ctrl-C: Python only prints ('Exception ignored in') a
+    KeyboardInterrupt raised while a finalizer or weakref callback runs, as garbage collection does
+    at any moment; SIGINT is sent again instead, 10 ms later from a timer thread (sent from here, it
+    would interrupt this hook itself), to interrupt the code that runs then. Other unraisable
+    exceptions go to ``previous_hook``."""
+    import _thread
+    import signal
+    import threading
+
+    def hook(unraisable):
+        if (issubclass(unraisable.exc_type, KeyboardInterrupt)
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            again = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))
+            again.daemon = True
+            again.start()
+        else:
+            previous_hook(unraisable)
+    return hook
+
+
 def guarded(prog: str, main, argv=None) -> int:
-    """main(argv) with what escapes it as one line: Ctrl-C -> exit 130, a full disk or quota -> exit 1
-    (naming the path), a reader that went away (``| head``) -> exit 141 quietly, as a process killed
-    by SIGPIPE (result folders are written whole: one stopped so is absent, not half-written). Other
-    errors are bugs and keep their traceback."""
+    """main(argv) with what escapes it as one line: Ctrl-C -> exit 130 (also when it lands in a
+    garbage-collection callback), a full disk or quota -> exit 1 (naming the path), a reader that
+    went away (``| head``) -> exit 141 quietly, as a process killed by SIGPIPE (result folders are
+    written whole: one stopped so is absent, not half-written). Other errors are bugs and keep their
+    traceback."""
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _keeping_ctrl_c(previous_hook)
     try:
         code = main(argv)
         sys.stdout.flush()                    # a closed pipe shows here, not at the interpreter's exit
@@ -60,6 +84,8 @@ def guarded(prog: str, main, argv=None) -> int:
             raise
         sys.stderr.write(f"{prog}: error: {message}\n")
         return 1
+    finally:
+        sys.unraisablehook = previous_hook
 
 
 def positive(name: str, value, integer: bool = False, allow_zero: bool = False):
