@@ -1,11 +1,14 @@
 """What every CLI shares: one-line errors with exit status 2, number checks, output folders."""
 from __future__ import annotations
 
+import _thread
 import argparse
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -38,25 +41,28 @@ def fail(prog: str, message: str) -> int:
     return 2
 
 
-def _keeping_ctrl_c(previous_hook):
+class _KeepCtrlC:
     """A sys.unraisablehook that does not lose Ctrl-C: Python only prints ('Exception ignored in') a
     KeyboardInterrupt raised while a finalizer or weakref callback runs, as garbage collection does
     at any moment; SIGINT is sent again instead, 10 ms later from a timer thread (sent from here, it
-    would interrupt this hook itself), to interrupt the code that runs then. Other unraisable
-    exceptions go to ``previous_hook``."""
-    import _thread
-    import signal
-    import threading
+    would interrupt this hook itself), unless the command has ended by then (``active`` False).
+    Other unraisable exceptions go to the ``previous`` hook."""
 
-    def hook(unraisable):
+    def __init__(self, previous):
+        self.previous, self.active = previous, True
+
+    def __call__(self, unraisable):
         if (issubclass(unraisable.exc_type, KeyboardInterrupt)
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            again = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))
+            again = threading.Timer(0.01, self._again)
             again.daemon = True
             again.start()
         else:
-            previous_hook(unraisable)
-    return hook
+            self.previous(unraisable)
+
+    def _again(self):
+        if self.active:
+            _thread.interrupt_main(signal.SIGINT)
 
 
 def guarded(prog: str, main, argv=None) -> int:
@@ -65,8 +71,7 @@ def guarded(prog: str, main, argv=None) -> int:
     went away (``| head``) -> exit 141 quietly, as a process killed by SIGPIPE (result folders are
     written whole: one stopped so is absent, not half-written). Other errors are bugs and keep their
     traceback."""
-    previous_hook = sys.unraisablehook
-    sys.unraisablehook = _keeping_ctrl_c(previous_hook)
+    sys.unraisablehook = keep_ctrl_c = _KeepCtrlC(sys.unraisablehook)
     try:
         code = main(argv)
         sys.stdout.flush()                    # a closed pipe shows here, not at the interpreter's exit
@@ -85,7 +90,8 @@ def guarded(prog: str, main, argv=None) -> int:
         sys.stderr.write(f"{prog}: error: {message}\n")
         return 1
     finally:
-        sys.unraisablehook = previous_hook
+        keep_ctrl_c.active = False
+        sys.unraisablehook = keep_ctrl_c.previous
 
 
 def positive(name: str, value, integer: bool = False, allow_zero: bool = False):

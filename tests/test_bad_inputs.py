@@ -440,12 +440,23 @@ def test_ctrl_c_landing_in_a_finalizer_still_stops_the_command(capsys):
             time.sleep(0.01)
         return 0
 
+    def ends_at_once(argv):
+        Finalized()
+        return 0
+
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal
     try:
         assert guarded("prog", main) == 130
+        assert one_line(capsys.readouterr().err) == ("prog: interrupted; no new result was completed "
+                                                     "(rerun the same command)")
+        assert guarded("prog", ends_at_once) == 0      # done before the Ctrl-C is sent again:
+        try:                                            # nothing is sent after the command's end
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            pytest.fail("a Ctrl-C was sent again after the command had ended")
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert one_line(capsys.readouterr().err) == "prog: interrupted; no new result was completed (rerun the same command)"
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow
