@@ -23,7 +23,7 @@ from convergence.errors import InputError, unknown
 from convergence.random import Streams
 from convergence.sampling import FullBatch
 from convergence.trace import Trace, geometric_grid
-from convergence.vec import norm, tree_map
+from convergence.vec import norm, row_dots, tree_map
 
 BLOWUP = 1e12      # |x| beyond this counts as divergence (as do NaN and inf)
 PROGRESS_EVERY = 1000
@@ -89,6 +89,7 @@ class Engine:
         return True
 
 
+@np.errstate(over="ignore")     # an overflowing run is reported as diverged, not by numpy warnings
 def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, x0: np.ndarray | None = None,
             sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None) -> Trace:
     """Run ``runs`` copies of the method for ``iters`` steps and return their (unassessed) Trace.
@@ -132,7 +133,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
             next_record = int(grid[rec]) if rec < len(grid) else -1
         move = t * G
         X -= move
-        length += np.sqrt(np.vecdot(move, move))
+        length += np.sqrt(row_dots(move))
         if not np.maximum.reduce(np.abs(X), axis=None) <= BLOWUP:     # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True

@@ -33,10 +33,21 @@ def _is_jax(v) -> bool:
     return jax is not None and isinstance(v, jax.Array)
 
 
+WIDE = 4096     # longer rows are summed by einsum: OpenBLAS splits a dot product of over 10^4 terms
+                # across its threads, so vecdot's last bits would depend on the thread count
+
+
+def row_dots(v: np.ndarray) -> np.ndarray:
+    """<v_r, v_r> for each row r of a numpy batch: np.vecdot (a ufunc, a third of einsum's call
+    cost, which is most of a step's for small batches) for rows up to WIDE long, einsum beyond.
+    Either way a row's result depends on that row only, not on the batch or the BLAS threads."""
+    return np.vecdot(v, v) if v.shape[-1] <= WIDE else np.einsum("rd,rd->r", v, v)
+
+
 def norm(v):
     """Euclidean norm of each run's vector, shaped to broadcast against ``v``."""
     if isinstance(v, np.ndarray):
-        return np.sqrt(np.vecdot(v, v))[:, None]       # vecdot: a ufunc, a third of einsum's call cost
+        return np.sqrt(row_dots(v))[:, None]
     if _is_jax(v):
         xp = _jnp()
         return xp.sqrt(xp.einsum("rd,rd->r", v, v))[:, None]

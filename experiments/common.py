@@ -44,25 +44,31 @@ def fail(prog: str, message: str) -> int:
 class _KeepCtrlC:
     """A sys.unraisablehook that does not lose Ctrl-C: Python only prints ('Exception ignored in') a
     KeyboardInterrupt raised while a finalizer or weakref callback runs, as garbage collection does
-    at any moment; SIGINT is sent again instead, 10 ms later from a timer thread (sent from here, it
-    would interrupt this hook itself), unless the command has ended by then (``active`` False).
-    Other unraisable exceptions go to the ``previous`` hook."""
+    at any moment; SIGINT is sent again instead, once, 10 ms later from a timer thread (sent from
+    here, it would interrupt this hook itself), unless the command has ended by then (``active``
+    False). Everything else goes to the ``previous`` hook."""
 
     def __init__(self, previous):
-        self.previous, self.active = previous, True
+        self.previous, self.active, self.pending = previous, True, False
+        self.lock = threading.Lock()
 
     def __call__(self, unraisable):
-        if (issubclass(unraisable.exc_type, KeyboardInterrupt)
+        if not (self.active and issubclass(unraisable.exc_type, KeyboardInterrupt)
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            again = threading.Timer(0.01, self._again)
-            again.daemon = True
-            again.start()
-        else:
-            self.previous(unraisable)
+            return self.previous(unraisable)
+        with self.lock:
+            if self.pending:                 # two dropped in a row: one Ctrl-C to send again
+                return
+            self.pending = True
+        again = threading.Timer(0.01, self._again)
+        again.daemon = True
+        again.start()
 
     def _again(self):
-        if self.active:
-            _thread.interrupt_main(signal.SIGINT)
+        with self.lock:
+            self.pending = False
+            if self.active:
+                _thread.interrupt_main(signal.SIGINT)
 
 
 def guarded(prog: str, main, argv=None) -> int:
@@ -71,7 +77,9 @@ def guarded(prog: str, main, argv=None) -> int:
     went away (``| head``) -> exit 141 quietly, as a process killed by SIGPIPE (result folders are
     written whole: one stopped so is absent, not half-written). Other errors are bugs and keep their
     traceback."""
-    sys.unraisablehook = keep_ctrl_c = _KeepCtrlC(sys.unraisablehook)
+    keep_ctrl_c = None
+    if threading.current_thread() is threading.main_thread():   # where SIGINT arrives
+        sys.unraisablehook = keep_ctrl_c = _KeepCtrlC(sys.unraisablehook)
     try:
         code = main(argv)
         sys.stdout.flush()                    # a closed pipe shows here, not at the interpreter's exit
@@ -90,8 +98,11 @@ def guarded(prog: str, main, argv=None) -> int:
         sys.stderr.write(f"{prog}: error: {message}\n")
         return 1
     finally:
-        keep_ctrl_c.active = False
-        sys.unraisablehook = keep_ctrl_c.previous
+        if keep_ctrl_c is not None:
+            with keep_ctrl_c.lock:
+                keep_ctrl_c.active = False
+            if sys.unraisablehook is keep_ctrl_c:       # not replaced meanwhile by main itself
+                sys.unraisablehook = keep_ctrl_c.previous
 
 
 def positive(name: str, value, integer: bool = False, allow_zero: bool = False):

@@ -140,7 +140,7 @@ def figure(spec, trace, worker=None):
 def write_result(out: Path, spec, trace, seconds=None, extra: dict | None = None, worker=None) -> list[Path]:
     """trace.csv, figure.png/pdf (drawn by ``worker`` when given) and summary.json, as one folder."""
     from convergence.trace import json_text
-    pictures = figure(spec, trace, worker)          # the helper draws while this writes the text
+    pictures = figure(spec, trace, worker)          # the helper draws while the text is made
     text, summary_json = trace_text(trace), json_text(summary(spec, trace, seconds, extra))
     png_pdf = pictures()
     files = {"trace.csv": text, "figure.png": png_pdf["png"], "figure.pdf": png_pdf["pdf"],

@@ -119,14 +119,14 @@ def log_ticks(ax) -> None:
             axis.set_minor_locator(ticker.NullLocator())
 
 
-def legend(fig, axes) -> None:
-    """One legend for the figure, naming every curve once, below the panels."""
+def legend(fig, axes):
+    """One legend for the figure, naming every curve once, below the panels (returned)."""
     handles = {}
     for ax in np.ravel(axes):
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", frameon=False,
-               ncol=min(len(handles), 3), title="median over runs, band 10–90 %", fontsize=8)
+    return fig.legend(list(handles.values()), list(handles), loc="lower center", frameon=False,
+                      ncol=min(len(handles), 3), title="median over runs, band 10–90 %", fontsize=8)
 
 
 def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
@@ -136,7 +136,7 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
     ``overlays``: (curve, column, label) with curve = {"iter": [...], "median": [...]}, a theoretical
     bound drawn dashed on the panel of ``column``.
     """
-    panels = [(c, lab) for c, lab in PANELS if any(np.isfinite(t[c]).any() for _, t in tables)]
+    panels = [(c, lab) for c, lab in PANELS if any(np.isfinite(t[c]).any() for _, t in tables)] or PANELS[:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
     for ax, (column, ylabel) in zip(axes[0], panels):
         for i, (label, table) in enumerate(tables):
@@ -148,15 +148,24 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
                 x, y = np.asarray(curve["iter"], float) + 1, np.asarray(curve["median"], float)
                 ok = np.isfinite(y) & (y > 0)
                 ax.plot(x[ok], y[ok], ls="--", lw=1.1, color="0.25" if j % 2 == 0 else "0.5", label=label)
-        ax.set(xscale="log", yscale="log", xlabel="iteration k + 1", ylabel=ylabel)
-        clip_y(ax)
-        log_ticks(ax)
-        ax.grid(True, which="major", alpha=0.3)
-    if title:
-        fig.suptitle(title)
+        ax.set(xlabel="iteration k + 1", ylabel=ylabel)
+        if any(len(line.get_xdata()) for line in ax.get_lines()):
+            ax.set(xscale="log", yscale="log")
+            clip_y(ax)
+            log_ticks(ax)
+            ax.grid(True, which="major", alpha=0.3)
+        else:                           # no finite value in any run (see the legend and summary)
+            ax.set(xticks=[], yticks=[])
+            ax.text(0.5, 0.5, "no finite value", ha="center", va="center", transform=ax.transAxes)
+    texts = [fig.suptitle(title)] if title else []
     curves = len({lab for ax in axes[0] for lab in ax.get_legend_handles_labels()[1]})
     fixed_margins(fig, len(panels), bool(title), legend_rows=(curves + 2) // 3)
-    legend(fig, axes)
+    texts.append(legend(fig, axes))
+    # a title or legend wider than the panels (a user's formula above one panel) widens the figure
+    width = max(t.get_window_extent(fig.canvas.get_renderer()).width for t in texts) / fig.dpi + 0.3
+    if width > fig.get_size_inches()[0]:
+        fig.set_size_inches(width, fig.get_size_inches()[1])
+        fixed_margins(fig, len(panels), bool(title), legend_rows=(curves + 2) // 3)
     return fig
 
 

@@ -3,8 +3,9 @@
 Importing matplotlib and its PDF backend costs a fresh process about 0.6 s (the quickstart: ~3 s).
 Started when a run begins, the helper pays that on the second core while the run iterates on the
 first, then draws the figure and encodes PNG and PDF side by side (the PDF in a forked child where
-os.fork exists) while the run writes its other files. The bytes are those of ``draw`` in-process, which is also the fallback when the
-helper fails; where this process has already imported matplotlib, ``draw`` is the cheaper way.
+os.fork exists) while the run makes the text of its other files. The bytes are those of ``draw``
+in-process, which is also the fallback when the helper fails; where this process has already
+imported matplotlib, ``draw`` is the cheaper way.
 """
 from __future__ import annotations
 

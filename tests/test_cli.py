@@ -239,3 +239,21 @@ def test_a_figure_legend_of_many_rows_makes_the_figure_taller():
         panel = f.axes[0].get_position()
         assert panel.height * f.get_size_inches()[1] == pytest.approx(PANEL_HEIGHT)
         plt.close(f)
+
+
+def test_a_long_title_widens_the_figure_and_no_finite_value_still_draws():
+    """A one-panel figure (no f* or x*) under a user's long formula is widened to its title, which
+    the fixed margins alone would clip at both edges; a run with no finite value gets an empty panel
+    that says so, not a crash of the log axes."""
+    from figures.convergence import encode_as, plot_tables, plt
+    table = {"iter": np.array([0, 1, 2]), "run": np.zeros(3, int), "status": np.array(["converged"] * 3),
+             "grad_norm": np.array([1.0, 0.5, 0.25]), "f_gap": np.full(3, np.nan), "dist_to_opt": np.full(3, np.nan)}
+    title = "SAM on expr:(x1-1)**2 + 0.5*(x2+2)**2 + 0.25*(x3-4)**4 (d=3), 0.5/(k+1)**0.75 steps"
+    fig = plot_tables([("sam", table)], title)
+    width = fig._suptitle.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    assert len(fig.axes) == 1 and fig.get_size_inches()[0] >= width > 3.4
+    plt.close(fig)
+    empty = {**table, "grad_norm": np.full(3, np.inf), "status": np.array(["stalled"] * 3)}
+    fig = plot_tables([("sam", empty)], "no finite value")
+    assert encode_as(fig, "png").startswith(b"\x89PNG") and fig.axes[0].texts[0].get_text() == "no finite value"
+    plt.close(fig)

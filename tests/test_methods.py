@@ -201,3 +201,19 @@ def test_normalize_is_zero_at_a_stationary_point_and_nan_on_a_nan_gradient():
     trace = iterate(Quadratic(2), make_method("sam"), constant(0.1), constant(0.05), 5, 2,
                     x0=np.array([[1.0, 1.0], [np.nan, 1.0]]))
     assert list(trace.diverged) == [False, True]
+
+
+@pytest.mark.parametrize("dim", [3, 100000])
+def test_norms_do_not_depend_on_the_blas_thread_count(dim):
+    """A row's norm has the same bits with one BLAS thread or two: np.vecdot calls BLAS's ddot,
+    which OpenBLAS splits across threads for rows of over 10^4 terms, so wide rows are summed by
+    einsum (vec.WIDE). With vecdot for every width the 10^5-wide case differs in the last bits."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np; from convergence.vec import norm; "
+            "v = np.random.default_rng(0).standard_normal((3, %d)); print(norm(v).ravel().tobytes().hex())" % dim)
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}).stdout
+           for n in ("1", "2")]
+    assert out[0] == out[1] and out[0]

@@ -159,3 +159,13 @@ def test_path_length_is_the_sum_of_the_steps_taken():
     np.testing.assert_allclose(trace.data["path_length"][:, 0], lengths, rtol=1e-12)
     assert trace.final["path_length"][0] == pytest.approx(total, rel=1e-12)
     assert total > np.linalg.norm(x - x0[0])               # a path, not the displacement
+
+
+def test_an_overflowing_run_is_marked_diverged_without_numpy_warnings():
+    """Steps of 1e200 overflow the iterates and their norms' squares: the runs are marked diverged
+    and numpy says nothing (without iterate's errstate, 'overflow encountered in vecdot')."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        trace = iterate(Quadratic(2), make_method("sam"), constant(1e200), constant(0.05), 50, runs=3)
+    assert trace.diverged.all() and (trace.final_iter < 50).all()

@@ -39,7 +39,7 @@ def pl_bound(ctx, f_gap0: np.ndarray, K: int) -> np.ndarray:
     forcing = 0.5 * t * c * ctx.L**2 * b**2 * r**2
     P = np.concatenate([[1.0], np.cumprod(contraction)])
     # Q_{j+1} = contraction_j Q_j + forcing_j: a scalar recursion, in Python floats (as exact as
-    # numpy's, three times as fast as indexing arrays)
+    # numpy's, 1.5 to 3 times as fast as indexing arrays)
     steps = zip(contraction.tolist(), forcing.tolist())
     Q = np.fromiter(accumulate(steps, lambda q, cf: cf[0] * q + cf[1], initial=0.0), float, count=K + 1)
     return P[:, None] * np.asarray(f_gap0)[None, :] + Q[:, None]
