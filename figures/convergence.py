@@ -159,13 +159,12 @@ def plot_tables(tables: list[tuple[str, dict]], title: str = "", overlays=()):
             ax.text(0.5, 0.5, "no finite value", ha="center", va="center", transform=ax.transAxes)
     texts = [fig.suptitle(title)] if title else []
     curves = len({lab for ax in axes[0] for lab in ax.get_legend_handles_labels()[1]})
-    fixed_margins(fig, len(panels), bool(title), legend_rows=(curves + 2) // 3)
     texts.append(legend(fig, axes))
     # a title or legend wider than the panels (a user's formula above one panel) widens the figure
-    width = max(t.get_window_extent(fig.canvas.get_renderer()).width for t in texts) / fig.dpi + 0.3
-    if width > fig.get_size_inches()[0]:
-        fig.set_size_inches(width, fig.get_size_inches()[1])
-        fixed_margins(fig, len(panels), bool(title), legend_rows=(curves + 2) // 3)
+    renderer = fig.canvas.get_renderer()
+    width = max(t.get_window_extent(renderer).width for t in texts) / fig.dpi + 0.3
+    fig.set_size_inches(max(width, fig.get_size_inches()[0]), fig.get_size_inches()[1])
+    fixed_margins(fig, len(panels), bool(title), legend_rows=(curves + 2) // 3)
     return fig
 
 

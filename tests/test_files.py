@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import call
-from conftest import one_line as stderr_line
+from conftest import call, one_line
 
 from convergence.errors import InputError
 from convergence.trace import COLUMNS, atomic_write, read_csv, write_json
@@ -21,12 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(module, *args):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO)
-
-
-def one_line(proc) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def test_json_is_strict_with_null_for_non_finite_numbers(tmp_path):
@@ -64,7 +57,7 @@ def test_damaged_trace_is_named_with_its_line(tmp_path, bad, message):
     d = _trace(tmp_path, [GOOD, bad])
     with pytest.raises(ValueError, match=message):
         read_csv(d / "trace.csv")
-    line = one_line(cli("experiments.compare", str(d), "--out", str(tmp_path / "cmp")))
+    line = one_line(cli("experiments.compare", str(d), "--out", str(tmp_path / "cmp")).stderr)
     assert message in line and "trace.csv" in line
     assert not list(tmp_path.glob("cmp*"))
 
@@ -72,7 +65,7 @@ def test_damaged_trace_is_named_with_its_line(tmp_path, bad, message):
 def test_compare_refuses_an_unwritable_out_before_plotting(tmp_path):
     d = _trace(tmp_path, [GOOD])
     proc = cli("experiments.compare", str(d), "--out", "/etc/hostname/fig")
-    assert proc.returncode == 2 and "cannot write to --out" in one_line(proc)
+    assert proc.returncode == 2 and "cannot write to --out" in one_line(proc.stderr)
 
 
 def test_out_with_a_name_too_long_is_refused(tmp_path):
@@ -98,7 +91,7 @@ def test_seed_and_memory_bounds():
 ])
 def test_run_sde_bad_input(tmp_path, capsys, flags, message):
     assert call("run_sde", [*flags, "--out", str(tmp_path / "o")]) == 2
-    assert message in stderr_line(capsys.readouterr().err) and not (tmp_path / "o").exists()
+    assert message in one_line(capsys.readouterr().err) and not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
