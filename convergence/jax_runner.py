@@ -288,7 +288,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     final_iter = np.minimum(final_iter, iters)
     clock["iterations"] = time.perf_counter() - start - clock["compile"]
     everyone = np.arange(runs)
-    _record_final(trace, everyone, problem, X, final_iter)
+    _record_final(trace, everyone, None, problem, X, final_iter)
     trace.final["path_length"][:] = length
     trace.diverged[:] = ~alive
     trace.final_x = X[alive]

@@ -91,14 +91,17 @@ class Engine:
 
 @np.errstate(over="ignore")     # an overflowing run is reported as diverged, not by numpy warnings
 def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, x0: np.ndarray | None = None,
-            sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None) -> Trace:
+            sampler=None, dtype=np.float64, grid=None, progress=None, run_ids=None, cells=None) -> Trace:
     """Run ``runs`` copies of the method for ``iters`` steps and return their (unassessed) Trace.
 
     ``stepsize``/``radius``: a Schedule (or callable of k) shared by all runs, or a PerRun. Run r
     starts at ``x0[r]`` (default: the problem's box, drawn from (seed, r)) and draws its random
     numbers from (seed[r], run_ids[r]) only (``seed`` one integer or one per run; ``run_ids``
     default 0..runs-1), so results depend neither on the batch size nor on the other runs.
-    ``progress(steps_done)`` is called every PROGRESS_EVERY steps. Within ``with Engine("jax")``
+    ``cells`` (one per run, nondecreasing) groups the runs of a batch by spec: the recorded f is then
+    evaluated cell by cell, as each spec's own run evaluates it (a problem's f may use a matrix
+    product, which BLAS rounds by the batch's shape; its gradient, which moves the runs, may not:
+    Problem.batch_invariant). ``progress(steps_done)`` is called every PROGRESS_EVERY steps. Within ``with Engine("jax")``
     the compiled backend runs it where it can.
     """
     engine = _ENGINE.get()
@@ -120,6 +123,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     rec, next_record = 0, int(grid[0]) if len(grid) else -1     # the next grid row to fill, and its step
     length = np.zeros(runs)                 # sum of ||x_{j+1} - x_j|| so far, per alive run
     run_seeds = seeds if seeds.ndim else seed
+    cells = np.zeros(runs, int) if cells is None else np.asarray(cells)
 
     for step in range(iters):
         t, rho = t_at(step, alive), rho_at(step, alive)
@@ -127,7 +131,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         G, bound, state = rule.gradient(step, X, sampler.oracle(problem, streams), state, rho, streams,
                                         step == next_record)
         if step == next_record:
-            _record(trace, rec, alive, problem, X, G, bound, t, rho)
+            _record(trace, rec, alive, cells[alive], problem, X, G, bound, t, rho)
             trace.data["path_length"][rec, alive] = length
             rec += 1
             next_record = int(grid[rec]) if rec < len(grid) else -1
@@ -137,7 +141,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         if not np.maximum.reduce(np.abs(X), axis=None) <= BLOWUP:     # also catches NaN
             bad = ~np.all(np.abs(X) <= BLOWUP, axis=1)
             trace.diverged[alive[bad]] = True
-            _record_final(trace, alive[bad], problem, X[bad], step + 1)
+            _record_final(trace, alive[bad], cells[alive[bad]], problem, X[bad], step + 1)
             trace.final["path_length"][alive[bad]] = length[bad]
             keep = ~bad
             X, alive, length, run_ids = X[keep], alive[keep], length[keep], run_ids[keep]
@@ -149,7 +153,7 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
         if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
             progress(step + 1)
     if len(alive):
-        _record_final(trace, alive, problem, X, iters)
+        _record_final(trace, alive, cells[alive], problem, X, iters)
         trace.final["path_length"][alive] = length
     trace.final_x = X
     trace.final_runs = alive
@@ -176,7 +180,7 @@ def run_batch(specs, progress=None, timings=None) -> list[Trace]:
     sizes = [s.runs for s in specs]
     cells = np.repeat(np.arange(len(specs)), sizes)
     one = len(specs) == 1
-    engine, extra, seconds = iterate, {}, {}
+    engine, extra, seconds = iterate, {"cells": cells}, {}
     if getattr(first, "backend", "numpy") == "jax":
         from convergence import jax_runner
         engine, extra = jax_runner.iterate, {"timings": seconds}     # its compile and iteration seconds
@@ -209,10 +213,10 @@ def _schedules(schedules, cells):
     return PerRun(tuple(distinct), np.array([position[id(schedules[c])] for c in cells]))
 
 
-def _record(trace, row, alive, problem, X, G, bound, t, rho):
+def _record(trace, row, alive, cells, problem, X, G, bound, t, rho):
     """Record iterate x_k and step k: f, gaps, ||grad f(x_k)||, and err = ||g_k - grad f(x_k)||."""
     d = trace.data
-    true_grad = _record_point(d, row, alive, problem, X)
+    true_grad = _record_point(d, row, alive, cells, problem, X)
     d["step"][row, alive] = np.ravel(t) if np.ndim(t) else t
     d["rho"][row, alive] = np.ravel(rho) if np.ndim(rho) else rho
     d["err"][row, alive] = norm(G - true_grad)[:, 0]
@@ -220,17 +224,19 @@ def _record(trace, row, alive, problem, X, G, bound, t, rho):
         d["err_bound"][row, alive] = np.broadcast_to(bound, (len(alive), 1))[:, 0]
 
 
-def _record_final(trace, alive, problem, X, at):
+def _record_final(trace, alive, cells, problem, X, at):
     """Record the last iterate of the runs ``alive``: x_iters, or the first diverged iterate."""
     trace.final_iter[alive] = at
-    _record_point(trace.final, (), alive, problem, X)
+    _record_point(trace.final, (), alive, cells, problem, X)
 
 
-def _record_point(d, row, alive, problem, X):
-    """Write f, f - f*, ||grad f||, ||x - x*|| at X into the columns ``d[name][row, alive]``."""
+def _record_point(d, row, alive, cells, problem, X):
+    """Write f, f - f*, ||grad f||, ||x - x*|| at X into the columns ``d[name][row, alive]``; f cell
+    by cell (``cells``: the cell of each row of X, or None: one cell)."""
     idx = row + (alive,) if isinstance(row, tuple) else (row, alive)
     with np.errstate(all="ignore"):
-        fx = problem.f(X)
+        fx = problem.f(X) if cells is None or cells[0] == cells[-1] else np.concatenate(
+            [problem.f(part) for part in np.split(X, np.flatnonzero(np.diff(cells)) + 1)])
         true_grad = problem.grad(X)
         d["f"][idx] = fx
         d["grad_norm"][idx] = norm(true_grad)[:, 0]

@@ -33,15 +33,17 @@ def _is_jax(v) -> bool:
     return jax is not None and isinstance(v, jax.Array)
 
 
-WIDE = 4096     # longer rows are summed by einsum: OpenBLAS splits a dot product of over 10^4 terms
-                # across its threads, so vecdot's last bits would depend on the thread count
+try:        # np.einsum without its Python wrapper (argument dispatch: about 0.8 us of a 1.8 us call)
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:         # a numpy that moved it
+    _einsum = np.einsum
 
 
 def row_dots(v: np.ndarray) -> np.ndarray:
-    """<v_r, v_r> for each row r of a numpy batch: np.vecdot (a ufunc, a third of einsum's call
-    cost, which is most of a step's for small batches) for rows up to WIDE long, einsum beyond.
-    Either way a row's result depends on that row only, not on the batch or the BLAS threads."""
-    return np.vecdot(v, v) if v.shape[-1] <= WIDE else np.einsum("rd,rd->r", v, v)
+    """<v_r, v_r> for each row r of a numpy batch, by einsum's own loop: a row's bits depend on that
+    row only, neither on the batch nor on BLAS's threads (np.vecdot calls BLAS's ddot, which rounds
+    differently and splits rows of over 10^4 terms across its threads)."""
+    return _einsum("rd,rd->r", v, v)
 
 
 def norm(v):

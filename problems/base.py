@@ -31,8 +31,9 @@ class Problem:
     strongly_convex_quadratic: bool = False   # f = 1/2 (x - x*)^T A (x - x*) with A positive definite
     lower_bounded: bool = True
     box: tuple[float, float] = (-1.0, 1.0)   # default box for random starting points
-    # f and grad compute each run's row by itself (elementwise numpy), so a run's numbers do not depend
-    # on the other runs in its batch; False where they use matrix products (BLAS blocks rows)
+    # grad computes each run's row by itself (elementwise numpy), so a run's steps do not depend on the
+    # other runs in its batch; False where it uses matrix products (BLAS blocks rows). f may use them:
+    # a batch records f spec by spec (convergence.runner.iterate's cells)
     batch_invariant: bool = True
     source: str | None = None            # a problem not shipped: its expression, class or data
 

@@ -76,8 +76,9 @@ def test_sweep_batched_and_cell_by_cell_write_the_same_bytes(tmp_path):
 @pytest.mark.parametrize("problem", ["quadratic", "rosenbrock", "saddle", "styblinski_tang", "quartic",
                                      "sextic", "sinpl_squared"])
 def test_single_run_cells_of_every_batch_invariant_problem_batch_bit_for_bit(problem):
-    """Cells of one run each, batched two and seven at a time: a problem whose f rounds a row
-    differently with the batch's size (the quadratic's former (X * X) @ eigs, a BLAS gemv) fails this."""
+    """Cells of one run each, batched two and seven at a time. The quadratic's f, (X * X) @ eigs, is a
+    BLAS gemv, which rounds a single row differently from a row of a batch: this fails unless the
+    runner records f cell by cell (shown by evaluating f on the whole batch)."""
     specs = [toy_run(problem=problem, seed=seed, iters=60, runs=1) for seed in range(7)]
     alone = [run(spec) for spec in specs]
     for group in (specs[:2], specs):

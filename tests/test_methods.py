@@ -205,9 +205,9 @@ def test_normalize_is_zero_at_a_stationary_point_and_nan_on_a_nan_gradient():
 
 @pytest.mark.parametrize("dim", [3, 100000])
 def test_norms_do_not_depend_on_the_blas_thread_count(dim):
-    """A row's norm has the same bits with one BLAS thread or two: np.vecdot calls BLAS's ddot,
-    which OpenBLAS splits across threads for rows of over 10^4 terms, so wide rows are summed by
-    einsum (vec.WIDE). With vecdot for every width the 10^5-wide case differs in the last bits."""
+    """A row's norm has the same bits with one BLAS thread or two. Norms by np.vecdot, which calls
+    BLAS's ddot (OpenBLAS splits it across threads for rows of over 10^4 terms), fail the 10^5-wide
+    case (shown); vec.row_dots sums with einsum's own loop."""
     import os
     import subprocess
     import sys

@@ -124,3 +124,50 @@ def test_readme_python_runs_as_written(workdir, name, code):
     proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True,
                           timeout=TIMEOUT, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+PRE_REDESIGN = "eb32a5557301c28e947f5e8947c613e7493102dc"     # main before the run-spec redesign (issue 15)
+ADDED_SINCE = "path_length"                                  # the column issue 16 added after it
+
+
+@pytest.fixture(scope="module")
+def pre_redesign(tmp_path_factory):
+    """The source tree of main before the run-spec redesign, from this checkout's git history."""
+    proc = subprocess.run(["git", "archive", "--format=tar", PRE_REDESIGN], cwd=REPO, capture_output=True)
+    if proc.returncode:
+        pytest.skip(f"needs commit {PRE_REDESIGN[:7]} in the git history (a full clone of the repository)")
+    tree = tmp_path_factory.mktemp("pre-redesign")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=proc.stdout, check=True)
+    return tree
+
+
+def _without_added_column(text: str) -> list[str]:
+    """The lines of a CSV with the column ADDED_SINCE removed (no field of these files holds a comma)."""
+    lines = text.splitlines()
+    at = lines[0].split(",").index(ADDED_SINCE)
+    return [",".join(fields[:at] + fields[at + 1:]) for fields in (line.split(",") for line in lines)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", [r"^python -m experiments\.run_toy --method sam --stepsize diminishing$",
+                                     r"experiments\.sweep --methods sam,usam,fsam"], ids=["quickstart", "sweep"])
+def test_readme_results_are_those_of_the_code_before_the_redesign(pre_redesign, tmp_path, pattern):
+    """The quickstart's trace.csv, and every trace.csv and combined.csv of the sweep example, byte for
+    byte as the code before the redesign writes them, but for the path_length column added since.
+    The redesign's first versions failed this (norms by np.vecdot, which rounds as BLAS's ddot does;
+    the quadratic's f as a row sum, where before it was a BLAS gemv), as would any change of the
+    formulas, schedules, seeds or recording grid."""
+    command = next(c for _, c in _commands() if re.search(pattern, c))
+    argv = [sys.executable] + re.sub(r" --out \S+", "", command).split()[1:]
+    runs = {}
+    for name, tree in (("before", pre_redesign), ("now", REPO)):
+        proc = subprocess.run(argv + ["--out", str(tmp_path / name)], cwd=tree, capture_output=True, text=True,
+                              timeout=TIMEOUT, env=_env())
+        runs[name] = proc.returncode
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert runs["now"] == runs["before"]
+    files = sorted(p.relative_to(tmp_path / "before") for p in (tmp_path / "before").rglob("*.csv"))
+    assert files and files == sorted(p.relative_to(tmp_path / "now") for p in (tmp_path / "now").rglob("*.csv"))
+    for path in files:
+        before, now = ((tmp_path / side / path).read_text() for side in ("before", "now"))
+        assert ADDED_SINCE not in before and _without_added_column(now) == before.splitlines(), path

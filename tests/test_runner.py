@@ -162,10 +162,11 @@ def test_path_length_is_the_sum_of_the_steps_taken():
 
 
 def test_an_overflowing_run_is_marked_diverged_without_numpy_warnings():
-    """Steps of 1e200 overflow the iterates and their norms' squares: the runs are marked diverged
-    and numpy says nothing (without iterate's errstate, 'overflow encountered in vecdot')."""
+    """Steps of 1e300 from x_0 = 1e10 overflow the first move t_0 g_0: the runs are marked diverged and
+    numpy says nothing (without iterate's errstate, 'overflow encountered in multiply')."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        trace = iterate(Quadratic(2), make_method("sam"), constant(1e200), constant(0.05), 50, runs=3)
+        trace = iterate(Quadratic(2), make_method("sam"), constant(1e300), constant(0.05), 50, runs=3,
+                        x0=np.full((3, 2), 1e10))
     assert trace.diverged.all() and (trace.final_iter < 50).all()
