@@ -41,8 +41,13 @@ def _per_step(schedule, iters: int):
     """step k, alive rows -> the schedule's value: a float, or (alive, 1) values for a PerRun."""
     if isinstance(schedule, PerRun):
         table = np.stack([s.values(iters) for s in schedule.schedules], axis=1)     # (iters, distinct)
-        index = np.asarray(schedule.index)
-        return lambda k, alive: table[k][index[alive]][:, None]
+        index, last = np.asarray(schedule.index), [None, None]     # the alive runs seen last, their columns
+
+        def at(k, alive):
+            if last[0] is not alive:
+                last[:] = alive, index[alive]
+            return table[k][last[1]][:, None]
+        return at
     values = schedule.values(iters) if hasattr(schedule, "values") else [schedule(k) for k in range(iters)]
     return lambda k, alive: float(values[k])
 

@@ -21,6 +21,11 @@ MAX_VALUE = 1e30        # t_0, rho_0, L and mu within [1/MAX_VALUE, MAX_VALUE]: 
                         # bounds square and multiply them (L^2 t^2 rho^2) and stay finite
 
 
+_COMPUTED: dict = {}     # srepr(expr) -> its values so far, shared by equal schedules (a sweep builds
+                        # the same few in every cell's spec; each value costs a Python call)
+MAX_COMPUTED = 64       # distinct expressions kept; the oldest goes first
+
+
 class Schedule:
     """A named sympy expression in k with a fast numeric evaluation."""
 
@@ -52,9 +57,14 @@ class Schedule:
         return float(self._values[step] if step < len(self._values) else self._f(step))
 
     def values(self, n: int, name: str = "schedule") -> np.ndarray:
-        """[s(0), ..., s(n-1)], computed once (later calls read them); InputError at the first k
-        where s is undefined (division by zero, overflow, log of a negative, ...) or not finite."""
+        """[s(0), ..., s(n-1)], read-only, computed once per expression (later calls, and equal
+        schedules, read them); InputError at the first k where s is undefined (division by zero,
+        overflow, log of a negative, ...) or not finite."""
         if len(self._values) < n:
+            key = sp.srepr(self.expr)
+            if len(_COMPUTED.get(key, ())) >= n:
+                self._values = _COMPUTED[key]
+                return self._values[:n]
             out = np.full(n, np.nan)
             defined = np.fromiter(self._defined(n), float)    # up to the first k that fails
             out[:len(defined)] = defined                      # from there on NaN: undefined
@@ -63,7 +73,10 @@ class Schedule:
                 value = "undefined" if np.isnan(out[bad[0]]) else "infinite"
                 raise InputError(f"{name} '{self.label}' is {value} at k={bad[0]}: give a schedule "
                                  f"defined and finite for every k >= 0", name)
-            self._values = out
+            out.flags.writeable = False
+            self._values = _COMPUTED[key] = out
+            if len(_COMPUTED) > MAX_COMPUTED:
+                del _COMPUTED[next(iter(_COMPUTED))]
         return self._values[:n]
 
     def _defined(self, n: int):

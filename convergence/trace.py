@@ -124,8 +124,9 @@ def _cells(values: np.ndarray) -> list[str]:
         return ["" if v != v else repr(v) for v in values.tolist()]
     if values.dtype.kind in "iu":
         return [str(v) for v in values.tolist()]
-    return [f'"{v.replace(chr(34), chr(34) * 2)}"' if any(c in v for c in ',"\r\n') else v
-            for v in map(str, values.tolist())]
+    texts = list(map(str, values.tolist()))
+    cell = {v: f'"{v.replace(chr(34), chr(34) * 2)}"' if any(c in v for c in ',"\r\n') else v for v in set(texts)}
+    return [cell[v] for v in texts]
 
 
 def csv_text(traces) -> str:

@@ -2,12 +2,12 @@
 import math
 import re
 
+import numpy as np
 import pytest
 import sympy as sp
 
 from convergence.errors import InputError
-from convergence.schedules import k, make_schedule, parse_expression
-from convergence.schedules import Schedule
+from convergence.schedules import Schedule, k, make_schedule, parse_expression
 from convergence.theory.asymptotics import always_at_most
 
 
@@ -85,3 +85,18 @@ def test_number_literals_are_exact_rationals():
     """1.0000000000001 stays above 1 (a float exponent would be rounded to 1 by sympy's limits)."""
     assert parse_expression("k**1.0000000000001").exp == sp.Rational(10000000000001, 10000000000000)
     assert parse_expression("0.1") == sp.Rational(1, 10)
+
+
+def test_equal_schedules_share_their_values_computed_once():
+    """A sweep builds the same schedules in every cell's spec: the second of two equal expressions
+    reads the first one's values instead of computing them again, and none can write into them. An
+    expression that differs under the same label gets its own values."""
+    first = Schedule(parse_expression("0.37/(k+1)**0.55"), "mine")
+    values = first.values(500)
+    again = Schedule(parse_expression("0.37/(k+1)**0.55"), "again")
+    again._f = lambda step: pytest.fail("the values of an equal schedule were computed again")
+    assert np.array_equal(again.values(500), values) and again.values(300).base is values.base
+    with pytest.raises(ValueError, match="read-only"):
+        values[0] = 1.0
+    other = Schedule(parse_expression("0.37/(k+1)**0.56"), "mine")
+    assert other.values(500)[1] == 0.37 / 2**0.56 != values[1]

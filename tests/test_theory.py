@@ -255,3 +255,40 @@ def test_rate_1_over_k_is_not_judged_before_the_steps_decrease():
     row = next(r for r in trace.theory if r["theorem"] == "oikonomou2025-pl-decreasing")
     assert row["holds"] and "runs_agree" not in row and not row.get("mismatch")
     assert row["unreached"].startswith("not reached: the steps decrease from beyond the run's K = 2000")
+
+
+def test_derived_bounds_at_the_recorded_iterates_against_sums_by_hand():
+    """SAM on the quadratic (error model a = 0, b = 1, so c = 1): at each recorded iterate it, the
+    MIN-GRAD bound at k = min(it + 1, K), sqrt((2 (f(x_0) - f*) + L^2 sum_{j<k} t_j rho_j^2) /
+    sum_{j<k} t_j), and the PL bound at k = it from the recursion, both summed here in a Python loop.
+    A shift off by one (the bound at it for the running min up to it), or another cell's forced part
+    (the PL bounds of two cells that differ only in rho), fails this."""
+    from convergence.theory import bounds
+    for rho in (0.05, 0.2):
+        spec = toy_run(problem="quadratic", method="sam", stepsize="diminishing", rho=rho, iters=3000, runs=3)
+        trace, ctx = run(spec), spec.theory_context
+        K, gap0, L, mu = int(trace.final_iter.max()), trace.data["f_gap"][0], spec.problem.L, spec.problem.mu
+        t, r = spec.stepsize.values(K).tolist(), spec.radius.values(K).tolist()
+        num, den, pl = [0.0], [0.0], [0.0]           # sums over j < k, and the PL recursion's forced part
+        for tj, rj in zip(t, r):
+            num.append(num[-1] + tj * rj * rj)
+            den.append(den[-1] + tj)
+            pl.append((1 - tj * mu) * pl[-1] + 0.5 * tj * L**2 * rj**2)
+        contraction = np.concatenate([[1.0], np.cumprod([1 - tj * mu for tj in t])])
+        its = np.append(trace.grid, trace.final_iter)
+        k = np.minimum(its + 1, K)
+        want = np.sqrt((2 * gap0[None, :] + L**2 * np.array(num)[k, None]) / np.array(den)[k, None])
+        assert np.allclose(bounds.bound_at("bound_min_grad", ctx, trace)(its), want, rtol=1e-12, atol=0)
+        want = contraction[np.minimum(its, K), None] * gap0[None, :] + np.array(pl)[np.minimum(its, K), None]
+        assert np.allclose(bounds.bound_at("bound_pl", ctx, trace)(its), want, rtol=1e-12, atol=0)
+
+
+def test_the_pl_bounds_forced_part_is_computed_once_for_equal_schedules():
+    """Cells that differ only in seed share Q (their schedules are equal); other inputs get their own."""
+    from convergence.theory.bounds import _forced_part
+    contraction, forcing = np.full(1000, 0.99), np.full(1000, 1e-3)
+    first = _forced_part(contraction, forcing)
+    assert _forced_part(contraction.copy(), forcing.copy()) is first
+    assert first[1] == 1e-3 and first[2] == 0.99 * 1e-3 + 1e-3
+    other = _forced_part(contraction, 2 * forcing)
+    assert other is not first and other[1] == 2e-3

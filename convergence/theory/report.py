@@ -176,29 +176,27 @@ def report(spec, trace) -> list[dict]:
                           for h, d in a.checks.items()}}
         observable = a.holds and trace is not None and (
             spec.problem.f_star is not None or th.predicts in ("grad_to_zero", "no_convergence"))
-        table = bounds.bound_table(th.predicts, ctx, trace) if observable else None
-        if th.predicts in bounds.SHIFT and table is None:
+        bound_of = bounds.bound_at(th.predicts, ctx, trace) if observable else None
+        if th.predicts in bounds.PREDICTS and bound_of is None:
             observable = False                   # e.g. a grid that does not start at x_0
         unreached = _unreached(th, ctx, trace) if observable else None
         if unreached:
             row.update(predicts=th.predicts, unreached=unreached)
         elif observable:
             judged, notes = [], []
-            shift = bounds.SHIFT.get(th.predicts, 0)
             for r in range(trace.runs):
                 bound = None
-                if table is not None:
+                if bound_of is not None:
                     its, _ = trace.column("grad_norm", r)
-                    bound = table[np.minimum(its + shift, len(table) - 1), r]
+                    bound = bound_of(its)[:, r]
                 verdict, note = observe(th.predicts, trace, r, bound, spec.problem.kl_exponent)
                 judged.append(verdict)
                 notes.append(note)
             row.update(predicts=th.predicts, runs_agree=judged.count("agrees"),
                        runs_consistent=judged.count("consistent"), runs=trace.runs,
                        mismatch="mismatch" in judged, observed=notes)
-            if table is not None:
-                idx = np.minimum(trace.grid + shift, len(table) - 1)
-                row["bound_curve"] = {"iter": trace.grid.tolist(), "median": np.median(table[idx], axis=1).tolist()}
+            if bound_of is not None:
+                row["bound_curve"] = {"iter": trace.grid.tolist(), "median": np.median(bound_of(trace.grid), axis=1).tolist()}
         rows.append(row)
     return rows
 
