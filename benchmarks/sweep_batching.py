@@ -6,7 +6,7 @@ runs of 10^5 iterations per cell (96 cells), both ways in this process with one 
 ``speedup=X identical=True|False``: X is the cell-by-cell time over the batched time, identical
 whether the two combined.csv files have the same bytes. Target: X >= 10, identical=True.
 
-    python benchmarks/sweep_batching.py                # about 6 minutes on 2 cores (cell by cell ~5)
+    python benchmarks/sweep_batching.py                # about 3.5 minutes on 2 cores (cell by cell ~3)
     python benchmarks/sweep_batching.py --iters 10000  # a quick look
 """
 from __future__ import annotations
