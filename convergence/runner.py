@@ -106,8 +106,8 @@ def iterate(problem, rule, stepsize, radius, iters: int, runs: int = 1, seed=0, 
     ``cells`` (one per run, nondecreasing) groups the runs of a batch by spec: the recorded f is then
     evaluated cell by cell, as each spec's own run evaluates it (a problem's f may use a matrix
     product, which BLAS rounds by the batch's shape; its gradient, which moves the runs, may not:
-    Problem.batch_invariant). ``progress(steps_done)`` is called every PROGRESS_EVERY steps. Within ``with Engine("jax")``
-    the compiled backend runs it where it can.
+    Problem.batch_invariant). ``progress(steps_done)`` is called every PROGRESS_EVERY steps.
+    Within ``with Engine("jax")`` the compiled backend runs it where it can.
     """
     engine = _ENGINE.get()
     if engine is not None and engine.compiles(problem, rule, sampler, dtype):

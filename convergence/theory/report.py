@@ -196,7 +196,8 @@ def report(spec, trace) -> list[dict]:
                        runs_consistent=judged.count("consistent"), runs=trace.runs,
                        mismatch="mismatch" in judged, observed=notes)
             if bound_of is not None:
-                row["bound_curve"] = {"iter": trace.grid.tolist(), "median": np.median(bound_of(trace.grid), axis=1).tolist()}
+                row["bound_curve"] = {"iter": trace.grid.tolist(),
+                                      "median": np.median(bound_of(trace.grid), axis=1).tolist()}
         rows.append(row)
     return rows
 
