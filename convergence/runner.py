@@ -14,6 +14,7 @@ per-run results are bit-for-bit those of running the specs one at a time (tested
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from dataclasses import dataclass
 
@@ -235,11 +236,20 @@ def _record_final(trace, alive, cells, problem, X, at):
     _record_point(trace.final, (), alive, cells, problem, X)
 
 
+@functools.cache
+def _blas():
+    """threadpoolctl's handle on the BLAS libraries numpy loaded (made once, on first use)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
 def _record_point(d, row, alive, cells, problem, X):
     """Write f, f - f*, ||grad f||, ||x - x*|| at X into the columns ``d[name][row, alive]``; f cell
-    by cell (``cells``: the cell of each row of X, or None: one cell)."""
+    by cell (``cells``: the cell of each row of X, or None: one cell), on one BLAS thread: a problem's
+    f may call BLAS (the quadratic's gemv), which splits a long dot product across its threads, and
+    run_toy uses them all where sweep workers use one."""
     idx = row + (alive,) if isinstance(row, tuple) else (row, alive)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), _blas().limit(limits=1, user_api="blas"):
         fx = problem.f(X) if cells is None or cells[0] == cells[-1] else np.concatenate(
             [problem.f(part) for part in np.split(X, np.flatnonzero(np.diff(cells)) + 1)])
         true_grad = problem.grad(X)

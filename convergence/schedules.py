@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 
 import numpy as np
 import sympy as sp
@@ -21,9 +22,9 @@ MAX_VALUE = 1e30        # t_0, rho_0, L and mu within [1/MAX_VALUE, MAX_VALUE]: 
                         # bounds square and multiply them (L^2 t^2 rho^2) and stay finite
 
 
-_COMPUTED: dict = {}     # srepr(expr) -> its values so far, shared by equal schedules (a sweep builds
-                        # the same few in every cell's spec; each value costs a Python call)
-MAX_COMPUTED = 64       # distinct expressions kept; the oldest goes first
+# srepr(expr) -> the values computed so far, while a schedule holds them: equal schedules share them
+# (a sweep builds the same few in every cell's spec, and each value costs a Python call)
+_COMPUTED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 class Schedule:
@@ -62,9 +63,10 @@ class Schedule:
         overflow, log of a negative, ...) or not finite."""
         if len(self._values) < n:
             key = sp.srepr(self.expr)
-            if len(_COMPUTED.get(key, ())) >= n:
-                self._values = _COMPUTED[key]
-                return self._values[:n]
+            known = _COMPUTED.get(key)
+            if known is not None and len(known) >= n:
+                self._values = known
+                return known[:n]
             out = np.full(n, np.nan)
             defined = np.fromiter(self._defined(n), float)    # up to the first k that fails
             out[:len(defined)] = defined                      # from there on NaN: undefined
@@ -75,8 +77,6 @@ class Schedule:
                                  f"defined and finite for every k >= 0", name)
             out.flags.writeable = False
             self._values = _COMPUTED[key] = out
-            if len(_COMPUTED) > MAX_COMPUTED:
-                del _COMPUTED[next(iter(_COMPUTED))]
         return self._values[:n]
 
     def _defined(self, n: int):

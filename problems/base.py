@@ -33,7 +33,7 @@ class Problem:
     box: tuple[float, float] = (-1.0, 1.0)   # default box for random starting points
     # grad computes each run's row by itself (elementwise numpy), so a run's steps do not depend on the
     # other runs in its batch; False where it uses matrix products (BLAS blocks rows). f may use them:
-    # a batch records f spec by spec (convergence.runner.iterate's cells)
+    # the numpy runner records f spec by spec in a batch (convergence.runner.iterate's cells)
     batch_invariant: bool = True
     source: str | None = None            # a problem not shipped: its expression, class or data
 

@@ -8,6 +8,13 @@ from convergence.vec import array_namespace
 from problems.base import Problem
 
 
+def _read_only(values) -> np.ndarray:
+    """A float copy that cannot change under the problem (the caller may go on writing its array)."""
+    out = np.array(values, dtype=float)
+    out.flags.writeable = False
+    return out
+
+
 class Quadratic(Problem):
     """f(x) = 1/2 sum_i lam_i (x_i - x*_i)^2 with eigenvalues log-spaced in [1/kappa, 1].
 
@@ -25,7 +32,7 @@ class Quadratic(Problem):
         super().__init__(dim)
         if eigs is None:
             eigs = np.geomspace(1.0 / kappa, 1.0, dim) if dim > 1 else np.ones(1)
-        self.eigs = np.asarray(eigs, dtype=float)
+        self.eigs = _read_only(eigs)
         if self.eigs.shape != (dim,) or np.any(self.eigs <= 0):
             raise ValueError(f"quadratic eigenvalues must be {dim} positive numbers")
         self.L, self.mu = float(self.eigs.max()), float(self.eigs.min())
@@ -40,9 +47,14 @@ class Quadratic(Problem):
     def _eigs_in_rows(self, shape):
         """eigs repeated in every row, kept for the batch's shape: a product of two arrays of one shape
         is one numpy loop, X * eigs one per row (1 us against 8 us at 1536 runs x 2)."""
-        if getattr(self, "_rows", np.empty(0)).shape != shape:
-            self._rows = np.broadcast_to(self.eigs, shape).copy()
-        return self._rows
+        eigs, rows = vars(self).get("_rows_of", (None, None))
+        if eigs is not self.eigs or rows.shape != shape:
+            rows = np.broadcast_to(self.eigs, shape).copy()
+            self._rows_of = (self.eigs, rows)       # a tuple: not the problem's data (memory_estimate)
+        return rows
+
+    def __getstate__(self):          # pickled to sweep workers without the rows, rebuilt there
+        return {key: v for key, v in vars(self).items() if key != "_rows_of"}
 
     def sympy_f(self, xs):
         return sum(sp.Rational(1, 2) * sp.nsimplify(float(l)) * x**2 for l, x in zip(self.eigs, xs))
@@ -66,7 +78,7 @@ class Saddle(Quadratic):
         Problem.__init__(self, dim)
         if eigs is None:
             eigs = np.where(np.arange(dim) < (dim + 1) // 2, 1.0, -0.5)
-        self.eigs = np.asarray(eigs, dtype=float)
+        self.eigs = _read_only(eigs)
         if self.eigs.shape != (dim,) or not np.any(self.eigs < 0):
             raise ValueError(f"saddle eigenvalues must be {dim} numbers, at least one negative")
         self.L, self.mu = float(np.abs(self.eigs).max()), None

@@ -7,6 +7,7 @@ from scipy.optimize import minimize_scalar
 from conftest import small_problems
 from convergence.errors import InputError
 from problems import PROBLEMS, SinPL, make_problem
+from problems.toy import Quadratic
 
 
 @pytest.mark.parametrize("problem", small_problems(), ids=lambda p: p.name)
@@ -169,3 +170,27 @@ def test_unknown_problem_suggests_the_closest_name():
         make_problem("rosenbrok")
     assert set(PROBLEMS) >= {"quadratic", "sinpl", "rosenbrock", "robust_regression", "saddle",
                              "styblinski_tang"}
+
+
+def test_the_quadratics_kept_rows_follow_its_eigenvalues_and_stay_out_of_pickles_and_estimates():
+    """The quadratic keeps eigs repeated for the batch's shape (a faster product than broadcasting):
+    a caller writing to its own array, or a new eigs, must not leave the gradient behind, and the
+    kept rows are neither pickled to sweep workers nor counted as the problem's data."""
+    import pickle
+
+    from convergence.runner import run
+    from convergence.spec import toy_run
+    mine = np.array([1.0, 4.0])
+    q = Quadratic(2, eigs=mine)
+    X = np.ones((3, 2))
+    assert np.array_equal(q.grad(X), [[1.0, 4.0]] * 3)
+    mine[1] = 9.0
+    assert np.array_equal(q.grad(X), [[1.0, 4.0]] * 3) and q.f(X)[0] == 2.5
+    q.eigs = np.array([2.0, 3.0])
+    assert np.array_equal(q.grad(X), [[2.0, 3.0]] * 3)
+    q.grad(np.ones((100000, 2)))
+    assert len(pickle.dumps(q)) < 10_000
+    spec = toy_run(problem="quadratic", runs=1000, iters=10)
+    before = spec.memory_estimate()
+    run(spec)
+    assert spec.memory_estimate() == before

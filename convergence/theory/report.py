@@ -188,7 +188,7 @@ def report(spec, trace) -> list[dict]:
                 bound = None
                 if bound_of is not None:
                     its, _ = trace.column("grad_norm", r)
-                    bound = bound_of(its)[:, r]
+                    bound = bound_of(its, [r])[:, 0]
                 verdict, note = observe(th.predicts, trace, r, bound, spec.problem.kl_exponent)
                 judged.append(verdict)
                 notes.append(note)
