@@ -18,7 +18,8 @@ from itertools import accumulate
 import numpy as np
 
 _FORCED: dict = {}      # digest of (contraction, forcing) -> the PL bound's forced part Q: the cells
-MAX_FORCED = 2**22      # of a sweep that differ only in seed share it; values kept (32 MiB), newest first
+MAX_FORCED = 2**22      # of a sweep that differ only in seed share it; at most this many values (32 MiB)
+                        # are kept, the oldest dropped first
 
 
 def _terms(ctx, K):
