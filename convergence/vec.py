@@ -41,8 +41,9 @@ except ImportError:         # a numpy that moved it
 
 def row_dots(v: np.ndarray) -> np.ndarray:
     """<v_r, v_r> for each row r of a numpy batch, by einsum's own loop: a row's bits depend on that
-    row only (of a C-ordered batch, as the runner's are), neither on the batch nor on BLAS's threads (np.vecdot calls BLAS's ddot, which rounds
-    differently and splits rows of over 10^4 terms across its threads)."""
+    row only (of a C-ordered batch, as the runner's are), neither on the batch nor on BLAS's threads
+    (np.vecdot calls BLAS's ddot, which rounds differently and splits rows of over 10^4 terms across
+    its threads)."""
     return _einsum("rd,rd->r", v, v)
 
 

@@ -1,7 +1,10 @@
 """Shared fixtures and helpers: small instances of every problem, for gradient checks; a command
 line's main(argv) called in-process with its exit status and its one stderr line."""
 import importlib
+import os
 import signal
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -43,6 +46,14 @@ def one_line(err: str) -> str:
     assert "Traceback" not in err, err
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def with_one_and_two_blas_threads(code: str) -> list[str]:
+    """What ``python -c code`` prints with OpenBLAS on one thread and on two (a test of bits that
+    must not depend on the thread count)."""
+    return [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}).stdout
+            for n in ("1", "2")]
 
 
 def small_problems():

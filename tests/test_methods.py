@@ -208,12 +208,8 @@ def test_norms_do_not_depend_on_the_blas_thread_count(dim):
     """A row's norm has the same bits with one BLAS thread or two. Norms by np.vecdot, which calls
     BLAS's ddot (OpenBLAS splits it across threads for rows of over 10^4 terms), fail the 10^5-wide
     case (shown); vec.row_dots sums with einsum's own loop."""
-    import os
-    import subprocess
-    import sys
-    code = ("import numpy as np; from convergence.vec import norm; "
-            "v = np.random.default_rng(0).standard_normal((3, %d)); print(norm(v).ravel().tobytes().hex())" % dim)
-    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}).stdout
-           for n in ("1", "2")]
+    from conftest import with_one_and_two_blas_threads
+    out = with_one_and_two_blas_threads(
+        "import numpy as np; from convergence.vec import norm; "
+        "v = np.random.default_rng(0).standard_normal((3, %d)); print(norm(v).ravel().tobytes().hex())" % dim)
     assert out[0] == out[1] and out[0]

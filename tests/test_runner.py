@@ -176,13 +176,9 @@ def test_recorded_f_does_not_depend_on_the_blas_thread_count():
     """The quadratic's f is a BLAS gemv, and a single run's row goes to BLAS's dot product, which
     OpenBLAS splits across its threads beyond 10^4 terms. Recorded on one BLAS thread, the f of a
     10^5-d run has the same bits with one thread or two (without that limit they differ, shown)."""
-    import os
-    import subprocess
-    import sys
-    code = ("from convergence.runner import run; from convergence.spec import toy_run; "
-            "t = run(toy_run(problem='quadratic', method='sam', dim=100000, runs=1, iters=30)); "
-            "print(t.data['f'].tobytes().hex(), t.final['f'].tobytes().hex())")
-    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}).stdout
-           for n in ("1", "2")]
+    from conftest import with_one_and_two_blas_threads
+    out = with_one_and_two_blas_threads(
+        "from convergence.runner import run; from convergence.spec import toy_run; "
+        "t = run(toy_run(problem='quadratic', method='sam', dim=100000, runs=1, iters=30)); "
+        "print(t.data['f'].tobytes().hex(), t.final['f'].tobytes().hex())")
     assert out[0] == out[1] and out[0]
